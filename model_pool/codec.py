@@ -1,0 +1,33 @@
+"""The audio codec side of one engine: reference audio to codes, codes to waveform."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .request import SAMPLE_RATE
+
+
+class Codec:
+    def __init__(self, processor, device: torch.device):
+        self.feature_extractor = processor.feature_extractor
+        self.tokenizer = processor.audio_tokenizer
+        self.device = device
+        self.num_codebooks = self.tokenizer.config.num_quantizers
+
+    @torch.inference_mode()
+    def encode(self, samples: np.ndarray) -> torch.Tensor:
+        """24 kHz mono float samples -> codes [frames, codebooks] (int64, on the CPU)."""
+        features = self.feature_extractor(samples, sampling_rate=SAMPLE_RATE, return_tensors="pt")
+        values = features["input_values"].to(self.device, dtype=torch.float32)
+        codes = self.tokenizer.encode(values, return_dict=False)  # [1, codebooks, frames]
+        return codes[0].transpose(0, 1).to("cpu", torch.long).contiguous()
+
+    @torch.inference_mode()
+    def decode(self, frames: torch.Tensor) -> np.ndarray:
+        """codes [frames, codebooks] -> float32 samples (960 per frame)."""
+        if frames.shape[0] == 0:
+            return np.zeros(0, dtype=np.float32)
+        codes = frames.to(self.device).transpose(0, 1).unsqueeze(0)
+        audio = self.tokenizer.decode(codes, return_dict=False)
+        return audio[0, 0].float().cpu().numpy()

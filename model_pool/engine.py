@@ -1,0 +1,139 @@
+"""One preloaded model instance: render prompts to tensors and run the decode loop step by step.
+
+transformers' generate() streams only placeholder text ids, so we drive the model's forward ourselves: prefill
+the prompt, then feed each step's audio codes back. That gives us the codes as they are produced, a private RNG per
+request, and a cancel check between steps.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from typing import Iterator
+
+import torch
+
+from .codec import Codec
+from .loader import LoadedModel
+from .prompt import AudioSource
+from .request import SamplingParams
+from .sampling import RowSampler
+from .voice_cache import VoiceCache
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EncodedPrompt:
+    input_ids: torch.Tensor  # [length]
+    audio_ids: torch.Tensor | None  # [audio tokens, codebooks], delay pattern applied
+    text: str  # the rendered prompt, audio placeholders unexpanded (for logs and tests)
+
+
+@dataclass
+class Step:
+    index: int  # 0-based decode step (the number of generated tokens is index + 1)
+    frame: torch.Tensor | None  # a complete frame [codebooks] (delay reverted), when one completed this step
+
+
+class HiggsEngine:
+    def __init__(self, loaded: LoadedModel, voice_cache: VoiceCache, name: str = "engine"):
+        self.model = loaded.model
+        self.processor = loaded.processor
+        self.device = loaded.device
+        self.name = name
+        self.codec = Codec(loaded.processor, loaded.device)
+        self.voice_cache = voice_cache
+        config = self.model.config
+        self.num_codebooks = config.num_codebooks
+        self.codebook_size = config.codebook_size
+        self.bos_id = config.audio_stream_bos_id
+        self.eos_id = config.audio_stream_eos_id
+        self.lock = threading.Lock()  # one decode loop at a time on this instance
+
+    # ---- prompt -------------------------------------------------------------------------------------------
+    def codes_for(self, source: AudioSource) -> torch.Tensor:
+        if source.codes is not None:
+            return source.codes
+        if source.path is not None:
+            return self.voice_cache.get(source.path, self.codec.encode)
+        return self.codec.encode(source.samples)
+
+    def _delayed(self, codes: torch.Tensor) -> torch.Tensor:
+        """codes [frames, codebooks] -> stream begin + codes + stream end, with the delay pattern: [frames+9, cb]."""
+        seq = codes.transpose(0, 1).unsqueeze(0)
+        bos = seq.new_full((1, self.num_codebooks, 1), self.bos_id)
+        eos = seq.new_full((1, self.num_codebooks, 1), self.eos_id)
+        return self.processor.build_delay_pattern(torch.cat([bos, seq, eos], dim=2))[0].transpose(0, 1)
+
+    def render(self, messages: list[dict]) -> str:
+        plain = [
+            {
+                "role": m["role"],
+                "content": [{"type": i["type"], "text": i.get("text", "")} for i in m["content"]],
+            }
+            for m in messages
+        ]
+        return self.processor.tokenizer.apply_chat_template(
+            plain, tokenize=False, add_generation_prompt=True, chat_template=self.processor.chat_template
+        )
+
+    def encode_prompt(self, messages: list[dict]) -> EncodedPrompt:
+        sources = [i["source"] for m in messages for i in m["content"] if i["type"] == "audio"]
+        delayed = [self._delayed(self.codes_for(s)) for s in sources]
+        text = self.render(messages)
+        pieces = text.split(self.processor.audio_token)
+        if len(pieces) != len(delayed) + 1:
+            raise RuntimeError(f"prompt has {len(pieces) - 1} audio placeholders for {len(delayed)} clips")
+        expanded = pieces[0]
+        for codes, piece in zip(delayed, pieces[1:]):
+            expanded += self.processor.get_audio_tokens(codes.shape[0]) + piece
+        ids = self.processor.tokenizer(expanded, add_special_tokens=False, return_tensors="pt")["input_ids"][0]
+        audio = torch.cat(delayed, dim=0) if delayed else None
+        return EncodedPrompt(ids, audio, text)
+
+    # ---- decode loop --------------------------------------------------------------------------------------
+    def _prefill(self, prompt: EncodedPrompt, cache):
+        ids = prompt.input_ids.to(self.device).unsqueeze(0)
+        kwargs = {}
+        if prompt.audio_ids is not None:
+            kwargs["audio_input_ids"] = prompt.audio_ids.to(self.device).unsqueeze(0)
+            kwargs["audio_input_ids_mask"] = torch.ones(
+                (1, prompt.audio_ids.shape[0]), dtype=torch.bool, device=self.device
+            )
+        return self.model(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1, **kwargs)
+
+    def generate(
+        self, prompt: EncodedPrompt, params: SamplingParams, cancel: threading.Event | None = None
+    ) -> Iterator[Step]:
+        """Yield one Step per decode step until the stream ends, max_new_tokens, or cancel is set."""
+        from transformers import DynamicCache
+
+        sampler = RowSampler(params, self.num_codebooks, self.bos_id, self.eos_id, self.device)
+        raw: list[torch.Tensor] = []
+        length = prompt.input_ids.shape[0]
+        delay = self.num_codebooks - 1
+        with self.lock, torch.inference_mode():
+            cache = DynamicCache(config=self.model.config)
+            out = self._prefill(prompt, cache)
+            while True:
+                logits = out.logits[0, -1].view(self.num_codebooks, self.codebook_size)
+                codes = sampler.choose(logits)
+                raw.append(codes)
+                step = sampler.step - 1
+                frame = None
+                index = step - 1 - delay  # the frame whose last codebook arrived this step
+                if index >= 0 and not sampler.frame_ended(index):
+                    frame = torch.stack([raw[index + 1 + k][k] for k in range(self.num_codebooks)])
+                    frame = frame.clamp(0, self.bos_id - 1).cpu()
+                yield Step(step, frame)
+                if sampler.finished or (cancel is not None and cancel.is_set()):
+                    return
+                position = torch.tensor([[length + step]], device=self.device)
+                out = self.model(
+                    audio_input_ids=codes.view(1, 1, -1),
+                    position_ids=position,
+                    past_key_values=cache,
+                    use_cache=True,
+                )

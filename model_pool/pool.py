@@ -1,0 +1,106 @@
+"""A thread-safe pool of preloaded engine instances, N per device, lent with a context manager."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from contextlib import contextmanager
+from typing import Iterator
+
+import torch
+
+from .engine import HiggsEngine
+from .errors import PoolBusy
+from .loader import load, resolve_devices
+from .voice_cache import VoiceCache
+
+log = logging.getLogger(__name__)
+
+
+def split_cpu_threads(instances: int, cores: int | None = None) -> int:
+    """Torch intra-op threads per instance so that N instances together use the cores once, not N times."""
+    cores = cores or os.cpu_count() or 1
+    return max(1, cores // max(1, instances))
+
+
+class ModelPool:
+    def __init__(self, engines: list[HiggsEngine], max_waiting: int | None = None):
+        if not engines:
+            raise ValueError("a pool needs at least one engine")
+        self.engines = list(engines)
+        self.max_waiting = max_waiting
+        self._free = list(engines)
+        self._cond = threading.Condition()
+        self._waiting = 0
+
+    @classmethod
+    def load(
+        cls,
+        model_path: str,
+        audio_tokenizer_path: str,
+        device: str = "auto",
+        instances_per_device: int = 1,
+        voice_cache: VoiceCache | None = None,
+        max_waiting: int | None = None,
+    ) -> "ModelPool":
+        devices = resolve_devices(device)
+        cache = voice_cache or VoiceCache()
+        if all(d.type == "cpu" for d in devices):
+            threads = split_cpu_threads(instances_per_device)
+            torch.set_num_threads(threads)
+            log.info("CPU: %d instance(s) share %d torch thread(s) each", instances_per_device, threads)
+        engines = []
+        for dev in devices:
+            for i in range(instances_per_device):
+                loaded = load(model_path, audio_tokenizer_path, dev)
+                engines.append(HiggsEngine(loaded, cache, name=f"{dev}#{i}"))
+        return cls(engines, max_waiting=max_waiting)
+
+    @property
+    def size(self) -> int:
+        return len(self.engines)
+
+    @contextmanager
+    def lend(self, timeout: float | None = None) -> Iterator[HiggsEngine]:
+        """Lend a free instance; raise PoolBusy if none frees up within `timeout` seconds or the queue is full.
+
+        The instance always comes back: on return, on exceptions, and on GeneratorExit when the caller is a
+        generator that gets closed (a streaming client going away)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            if not self._free and self.max_waiting is not None and self._waiting >= self.max_waiting:
+                raise PoolBusy(f"server busy: {self._waiting} requests already waiting for a model instance")
+            self._waiting += 1
+            try:
+                while not self._free:
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        raise PoolBusy(f"server busy: no model instance became free within {timeout:g}s")
+                    self._cond.wait(remaining)
+                engine = self._free.pop(0)
+            finally:
+                self._waiting -= 1
+        try:
+            yield engine
+        finally:
+            with self._cond:
+                self._free.append(engine)
+                self._cond.notify()
+
+    def stats(self) -> dict:
+        with self._cond:
+            free = set(map(id, self._free))
+            devices: dict[str, dict] = {}
+            for engine in self.engines:
+                entry = devices.setdefault(str(engine.device), {"total": 0, "busy": 0, "free": 0})
+                entry["total"] += 1
+                entry["free" if id(engine) in free else "busy"] += 1
+            return {
+                "instances": len(self.engines),
+                "busy": len(self.engines) - len(self._free),
+                "free": len(self._free),
+                "waiting": self._waiting,
+                "devices": devices,
+            }

@@ -1,0 +1,46 @@
+"""Plain request objects passed from the HTTP layer to the engine. No torch, no Flask."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+SAMPLE_RATE = 24000
+FRAME_RATE = 25
+SAMPLES_PER_FRAME = SAMPLE_RATE // FRAME_RATE
+CHUNK_METHODS = (None, "speaker", "word")
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    temperature: float = 0.7  # 0 means greedy
+    top_k: int | None = 50
+    top_p: float | None = 0.95
+    seed: int | None = None
+    ras_win_len: int | None = 7  # 0 or None turns RAS off
+    ras_win_max_num_repeat: int = 2
+    max_new_tokens: int = 2048
+    min_new_tokens: int = 0  # the stream-end code is suppressed before this step (benchmarks)
+
+
+@dataclass
+class ReferenceClip:
+    """A caller-supplied reference: mono float32 samples at `sample_rate`, and its transcript if known."""
+
+    samples: np.ndarray
+    sample_rate: int
+    transcript: str | None = None
+
+
+@dataclass
+class GenerationRequest:
+    text: str
+    ref_audio: str | None = None  # "belinda", "belinda,en_man", "profile:NAME"
+    ref_clip: ReferenceClip | None = None
+    scene_prompt: str | None = "quiet_indoor"  # a scene name, free text, or empty
+    sampling: SamplingParams = field(default_factory=SamplingParams)
+    chunk_method: str | None = None
+    chunk_max_word_num: int = 200
+    chunk_max_num_turns: int = 1
+    generation_chunk_buffer_size: int | None = None

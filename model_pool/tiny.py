@@ -1,0 +1,200 @@
+"""Build a tiny random-weight Higgs Audio v2 checkpoint offline, in the hub layout.
+
+    python -m model_pool.tiny OUT_DIR [--size tiny|small]
+
+writes OUT_DIR/model (model, text tokenizer, chat template, generation config) and OUT_DIR/audio_tokenizer
+(HiggsAudioV2TokenizerModel + DacFeatureExtractor). Same codec geometry as the real one: 8 codebooks,
+25 frames/s, 24 kHz. Random weights speak noise, but every code path runs for real.
+
+Two traps are defused here (see HIGGS_V2_NOTES.md): a fresh codec's codebooks are all zeros, so every code
+would decode to the same sound; and a random LM stops at a random step. We fill the codebooks with large random
+vectors and zero the decode-path biases so the audio depends on the codes, and zero the audio head's rows for
+the stream begin/end codes so greedy or top-k sampling runs to max_new_tokens (predictable lengths for tests).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+SPECIAL_TOKENS = [
+    "<|begin_of_text|>",
+    "<|end_of_text|>",
+    "<|start_header_id|>",
+    "<|end_header_id|>",
+    "<|eot_id|>",
+    "<|AUDIO_OUT|>",
+    "<|audio_out_bos|>",
+    "<|audio_eos|>",
+    "<|reserved_special_token_6|>",
+    "<|scene_desc_start|>",
+    "<|scene_desc_end|>",
+]
+
+# (hidden, layers, heads, kv heads, intermediate)
+SIZES = {
+    "tiny": (64, 2, 4, 2, 128),
+    "small": (512, 8, 8, 4, 1024),
+    "full": (3072, 28, 24, 8, 8192),
+}
+
+_CORPUS = [
+    "The sun rises in the east and sets in the west.",
+    "Hello, this is a test of the Higgs Audio API server.",
+    "Generate audio following instruction. SPEAKER0: feminine SPEAKER1: masculine",
+    "Audio is recorded from a quiet room. [Laughter] [Music] [Humming] [Singing]",
+    "今天天气很好，我们一起去公园散步吧。你好，世界！",
+    "0123456789 .,;:!?'\"()-[]<>/ abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ",
+]
+
+
+def chat_template() -> str:
+    return (Path(__file__).with_name("chat_template.jinja")).read_text(encoding="utf-8")
+
+
+def _build_text_tokenizer():
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=600,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(_CORPUS * 4, trainer=trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<|begin_of_text|>",
+        eos_token="<|eot_id|>",
+        pad_token="<|end_of_text|>",
+    )
+    fast.chat_template = chat_template()
+    return fast
+
+
+def _build_model(tokenizer, size: str, seed: int):
+    import torch
+    from transformers import GenerationConfig, HiggsAudioV2Config, HiggsAudioV2ForConditionalGeneration
+
+    hidden, layers, heads, kv_heads, inter = SIZES[size]
+    ids = tokenizer.convert_tokens_to_ids
+    config = HiggsAudioV2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden,
+        intermediate_size=inter,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        head_dim=hidden // heads,
+        max_position_embeddings=8192,
+        num_codebooks=8,
+        codebook_size=1026,
+        audio_stream_bos_id=1024,
+        audio_stream_eos_id=1025,
+        audio_token_id=ids("<|AUDIO_OUT|>"),
+        audio_bos_token_id=ids("<|audio_out_bos|>"),
+        audio_delay_token_id=ids("<|reserved_special_token_6|>"),
+        eos_token_id=ids("<|eot_id|>"),
+        pad_token_id=ids("<|end_of_text|>"),
+        bos_token_id=ids("<|begin_of_text|>"),
+    )
+    torch.manual_seed(seed)
+    model = HiggsAudioV2ForConditionalGeneration(config).eval()
+    with torch.no_grad():
+        head = model.audio_lm_head.weight.view(config.num_codebooks, config.codebook_size, hidden)
+        head[:, config.audio_stream_bos_id :, :] = 0.0
+    model.generation_config = GenerationConfig(
+        bos_token_id=config.bos_token_id,
+        eos_token_id=config.eos_token_id,
+        pad_token_id=config.pad_token_id,
+        ras_win_len=7,
+        ras_win_max_num_repeat=2,
+    )
+    return model
+
+
+def _build_audio_tokenizer(seed: int):
+    import torch
+    from transformers import DacFeatureExtractor, HiggsAudioV2TokenizerConfig, HiggsAudioV2TokenizerModel
+
+    config = HiggsAudioV2TokenizerConfig(
+        target_bandwidths=[0.5, 1, 1.5, 2],
+        codebook_dim=16,
+        acoustic_model_config={
+            "encoder_hidden_size": 4,
+            "decoder_hidden_size": 64,
+            "hidden_size": 16,
+            "downsampling_ratios": [8, 5, 4, 2, 3],
+            "upsampling_ratios": [8, 5, 4, 2, 3],
+        },
+        semantic_model_config={
+            "hidden_size": 16,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "intermediate_size": 32,
+            "conv_dim": [8] * 7,
+            "num_conv_pos_embeddings": 16,
+            "num_conv_pos_embedding_groups": 2,
+        },
+    )
+    torch.manual_seed(seed)
+    codec = HiggsAudioV2TokenizerModel(config).eval()
+    gen = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for name, buf in codec.named_buffers():
+            if name.endswith("codebook.embed"):
+                buf.copy_(torch.randn(buf.shape, generator=gen) * 1000.0)
+        for part in ("acoustic_decoder", "fc", "fc1", "fc2", "quantizer"):
+            for pname, param in getattr(codec, part).named_parameters():
+                if pname.endswith("bias"):
+                    param.zero_()
+    extractor = DacFeatureExtractor(
+        feature_size=1,
+        hop_length=1,
+        padding_side="right",
+        padding_value=0.0,
+        sampling_rate=24000,
+        return_attention_mask=True,
+    )
+    return codec, extractor
+
+
+def build(out_dir: str | Path, size: str = "tiny", seed: int = 0) -> Path:
+    """Write the checkpoint to out_dir and return it. Deterministic for a given size and seed."""
+    out = Path(out_dir)
+    model_dir, codec_dir = out / "model", out / "audio_tokenizer"
+    tokenizer = _build_text_tokenizer()
+    model = _build_model(tokenizer, size, seed)
+    codec, extractor = _build_audio_tokenizer(seed)
+    model_dir.mkdir(parents=True, exist_ok=True)
+    codec_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    (model_dir / "chat_template.jinja").write_text(chat_template(), encoding="utf-8")
+    codec.save_pretrained(codec_dir)
+    extractor.save_pretrained(codec_dir)
+    (out / "TINY_CHECKPOINT.json").write_text(json.dumps({"size": size, "seed": seed}), encoding="utf-8")
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out_dir")
+    parser.add_argument("--size", choices=sorted(SIZES), default="tiny")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    start = time.perf_counter()
+    out = build(args.out_dir, args.size, args.seed)
+    print(f"wrote {out}/model and {out}/audio_tokenizer in {time.perf_counter() - start:.1f}s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,72 @@
+"""Shared fixtures: one tiny random-weight checkpoint per test session, built offline."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import soundfile as sf  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    from model_pool import tiny
+
+    return tiny.build(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture(scope="session")
+def loaded(tiny_checkpoint):
+    import torch
+
+    from model_pool.loader import load
+
+    return load(str(tiny_checkpoint / "model"), str(tiny_checkpoint / "audio_tokenizer"), torch.device("cpu"))
+
+
+@pytest.fixture(scope="session")
+def engine(loaded):
+    from model_pool.engine import HiggsEngine
+    from model_pool.voice_cache import VoiceCache
+
+    return HiggsEngine(loaded, VoiceCache())
+
+
+def write_voice(directory: Path, name: str, seconds: float = 2.0, transcript: str | None = "Reference words.",
+                rate: int = 24000, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * rate)) / rate
+    samples = (0.3 * np.sin(2 * np.pi * (150 + 50 * seed) * t) + 0.01 * rng.standard_normal(t.shape)).astype(np.float32)
+    path = directory / f"{name}.wav"
+    sf.write(path, samples, rate)
+    if transcript is not None:
+        (directory / f"{name}.txt").write_text(transcript, encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def voice_dir(tmp_path) -> Path:
+    d = tmp_path / "voices"
+    d.mkdir()
+    write_voice(d, "belinda", transcript="I am Belinda.", seed=1)
+    write_voice(d, "en_man", transcript="I am a man.", seed=2)
+    write_voice(d, "mute", transcript=None, seed=3)
+    (d / "profile.yaml").write_text("profiles:\n  narrator: A calm, low male voice.\n", encoding="utf-8")
+    return d
+
+
+@pytest.fixture
+def scene_dir(tmp_path) -> Path:
+    d = tmp_path / "scenes"
+    d.mkdir()
+    (d / "quiet_indoor.txt").write_text("Audio is recorded from a quiet room.\n", encoding="utf-8")
+    return d

@@ -1,0 +1,131 @@
+"""Voice cache, loader errors, devices, the tiny checkpoint, and the service layer on the tiny model."""
+
+import json
+import os
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import write_voice
+from model_pool.errors import Cancelled, InvalidRequest, ModelLoadError
+from model_pool.library import SceneLibrary, VoiceLibrary
+from model_pool.loader import load, resolve_devices
+from model_pool.pool import ModelPool
+from model_pool.request import GenerationRequest, ReferenceClip, SamplingParams
+from model_pool.service import GenerationStats, TTSService
+
+
+def test_voice_cache_hits_and_invalidates_on_change(engine, tmp_path):
+    path = write_voice(tmp_path, "v", seconds=1.0, seed=1)
+    calls = []
+
+    def encode(samples):
+        calls.append(len(samples))
+        return engine.codec.encode(samples)
+
+    cache = engine.voice_cache.__class__()
+    first = cache.get(str(path), encode)
+    second = cache.get(str(path), encode)
+    assert torch.equal(first, second) and len(calls) == 1 and (cache.hits, cache.misses) == (1, 1)
+    write_voice(tmp_path, "v", seconds=2.0, seed=2)
+    os.utime(path, ns=(1, 10**18))
+    third = cache.get(str(path), encode)
+    assert len(calls) == 2 and third.shape[0] == 50
+
+
+def test_missing_model_path_names_path_and_suggests_local(tmp_path):
+    missing = str(tmp_path / "nope")
+    with pytest.raises(ModelLoadError) as info:
+        load(missing, missing, torch.device("cpu"))
+    assert missing in info.value.message and "--model-path" in info.value.message
+
+
+def test_hub_id_offline_explains(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelLoadError) as info:
+        load("bosonai/higgs-audio-v2-generation-3B-base", "bosonai/higgs-audio-v2-tokenizer", torch.device("cpu"))
+    msg = info.value.message
+    assert "bosonai/higgs-audio-v2-generation-3B-base" in msg and "offline" in msg and "make demo" in msg
+
+
+def test_resolve_devices():
+    assert [str(d) for d in resolve_devices("cpu")] == ["cpu"]
+    assert resolve_devices("auto")[0].type in ("cpu", "cuda", "mps")
+    with pytest.raises(ModelLoadError, match="unknown device"):
+        resolve_devices("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ModelLoadError, match="CUDA is not available"):
+            resolve_devices("cuda:0")
+
+
+def test_tiny_checkpoint_layout_and_geometry(tiny_checkpoint):
+    model_cfg = json.loads((tiny_checkpoint / "model" / "config.json").read_text())
+    codec_cfg = json.loads((tiny_checkpoint / "audio_tokenizer" / "config.json").read_text())
+    assert model_cfg["model_type"] == "higgs_audio_v2" and model_cfg["num_codebooks"] == 8
+    assert model_cfg["codebook_size"] == 1026
+    assert codec_cfg["model_type"] == "higgs_audio_v2_tokenizer" and codec_cfg["sample_rate"] == 24000
+    assert (tiny_checkpoint / "model" / "chat_template.jinja").exists()
+    assert (tiny_checkpoint / "audio_tokenizer" / "preprocessor_config.json").exists()
+
+
+def test_tiny_checkpoint_is_deterministic(tiny_checkpoint, tmp_path):
+    from safetensors.torch import load_file
+
+    from model_pool import tiny
+
+    again = tiny.build(tmp_path / "again")
+    for part in ("model", "audio_tokenizer"):
+        a = load_file(tiny_checkpoint / part / "model.safetensors")
+        b = load_file(again / part / "model.safetensors")
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.fixture
+def service(engine, voice_dir, scene_dir):
+    pool = ModelPool([engine])
+    return TTSService(lambda: pool, VoiceLibrary(voice_dir), SceneLibrary(scene_dir), max_new_tokens=200)
+
+
+def test_service_long_form_seeded_reproducible(service):
+    req = GenerationRequest(text="One two. Three four.", chunk_method="word", chunk_max_word_num=2,
+                            sampling=SamplingParams(seed=3, max_new_tokens=30))
+    stats = GenerationStats()
+    a = service.generate(service.prepare(req), stats)
+    b = service.generate(service.prepare(req))
+    assert np.array_equal(a, b)
+    assert a.shape == (2 * 22 * 960,) and stats.frames == 44 and stats.first_audio_s is not None
+
+
+def test_service_stream_pieces_progress_and_clone(service):
+    req = GenerationRequest(text="Hi there.", ref_audio="belinda", sampling=SamplingParams(seed=1, max_new_tokens=40))
+    pieces = list(service.stream(service.prepare(req)))
+    assert len(pieces) >= 2
+    assert [p.chunk for p in pieces] == [0] * len(pieces) and pieces[-1].generated_tokens == 40
+    assert sum(p.samples.shape[0] for p in pieces) == 32 * 960
+    hits = service._pool().engines[0].voice_cache.hits
+    list(service.stream(service.prepare(req)))
+    assert service._pool().engines[0].voice_cache.hits == hits + 1
+
+
+def test_service_upload_is_resampled_and_max_tokens_bounded(service):
+    stereo = np.random.default_rng(0).standard_normal((44100, 2)).astype(np.float32) * 0.1
+    job = service.prepare(GenerationRequest(text="Hi", ref_clip=ReferenceClip(stereo, 44100, "words"),
+                                            sampling=SamplingParams(max_new_tokens=20)))
+    clip = job.plan.context[1]["content"][0]["source"].samples
+    assert clip.ndim == 1 and clip.shape[0] == 24000
+    with pytest.raises(InvalidRequest) as info:
+        service.prepare(GenerationRequest(text="Hi", sampling=SamplingParams(max_new_tokens=201)))
+    assert info.value.field == "max_new_tokens"
+
+
+def test_service_cancel_raises_and_frees_instance(service):
+    cancel = threading.Event()
+    stream = service.stream(service.prepare(GenerationRequest(text="Hi", sampling=SamplingParams(max_new_tokens=150))),
+                            cancel)
+    next(stream)
+    cancel.set()
+    with pytest.raises(Cancelled):
+        list(stream)
+    assert service._pool().stats()["busy"] == 0

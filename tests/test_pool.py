@@ -1,0 +1,87 @@
+import threading
+import time
+
+import pytest
+
+from model_pool.errors import PoolBusy
+from model_pool.pool import ModelPool, split_cpu_threads
+
+
+class FakeEngine:
+    def __init__(self, name, device="cpu"):
+        self.name, self.device = name, device
+
+
+def test_lend_returns_instance_after_exception():
+    pool = ModelPool([FakeEngine("a")])
+    with pytest.raises(RuntimeError):
+        with pool.lend(1) as engine:
+            assert pool.stats()["busy"] == 1
+            raise RuntimeError("boom")
+    assert pool.stats()["free"] == 1
+    with pool.lend(0.1) as again:
+        assert again is engine
+
+
+def test_lend_times_out_with_busy_error():
+    pool = ModelPool([FakeEngine("a")])
+    with pool.lend(1):
+        start = time.monotonic()
+        with pytest.raises(PoolBusy, match="within 0.2s"):
+            with pool.lend(0.2):
+                pass
+        assert time.monotonic() - start >= 0.2
+    assert pool.stats() == {"instances": 1, "busy": 0, "free": 1, "waiting": 0,
+                            "devices": {"cpu": {"total": 1, "busy": 0, "free": 1}}}
+
+
+def test_generator_close_gives_instance_back():
+    pool = ModelPool([FakeEngine("a")])
+
+    def stream():
+        with pool.lend(1):
+            while True:
+                yield 1
+
+    gen = stream()
+    next(gen)
+    assert pool.stats()["busy"] == 1
+    gen.close()  # what a WSGI server does when a client goes away
+    assert pool.stats()["busy"] == 0
+
+
+def test_waiters_are_counted_and_served_in_turn():
+    pool = ModelPool([FakeEngine("a"), FakeEngine("b", "cuda:1")])
+    got = []
+    waiting = threading.Event()
+
+    def borrower():
+        with pool.lend(5) as e:
+            got.append(e.name)
+
+    with pool.lend(1), pool.lend(1):
+        t = threading.Thread(target=borrower)
+        t.start()
+        while pool.stats()["waiting"] == 0:
+            waiting.wait(0.01)
+        stats = pool.stats()
+        assert stats["waiting"] == 1 and stats["busy"] == 2
+        assert stats["devices"]["cuda:1"] == {"total": 1, "busy": 1, "free": 0}
+    t.join(5)
+    assert got and pool.stats()["busy"] == 0
+
+
+def test_full_queue_refuses_at_once():
+    pool = ModelPool([FakeEngine("a")], max_waiting=0)
+    with pool.lend(1):
+        start = time.monotonic()
+        with pytest.raises(PoolBusy, match="waiting"):
+            with pool.lend(10):
+                pass
+        assert time.monotonic() - start < 1
+
+
+def test_cpu_threads_are_split_between_instances():
+    assert split_cpu_threads(1, cores=8) == 8
+    assert split_cpu_threads(2, cores=8) == 4
+    assert split_cpu_threads(16, cores=8) == 1
