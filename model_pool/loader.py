@@ -14,12 +14,10 @@ from pathlib import Path
 
 import torch
 
+from .defaults import DEFAULT_AUDIO_TOKENIZER, DEFAULT_MODEL  # noqa: F401  (re-exported)
 from .errors import ModelLoadError
 
 log = logging.getLogger(__name__)
-
-DEFAULT_MODEL = "bosonai/higgs-audio-v2-generation-3B-base"
-DEFAULT_AUDIO_TOKENIZER = "bosonai/higgs-audio-v2-tokenizer"
 
 
 def resolve_devices(spec: str = "auto") -> list[torch.device]:

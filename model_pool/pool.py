@@ -6,8 +6,8 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 import torch
 
@@ -44,7 +44,7 @@ class ModelPool:
         instances_per_device: int = 1,
         voice_cache: VoiceCache | None = None,
         max_waiting: int | None = None,
-    ) -> "ModelPool":
+    ) -> ModelPool:
         devices = resolve_devices(device)
         cache = voice_cache or VoiceCache()
         if all(d.type == "cpu" for d in devices):
@@ -56,7 +56,8 @@ class ModelPool:
             for i in range(instances_per_device):
                 loaded = load(model_path, audio_tokenizer_path, dev)
                 engines.append(HiggsEngine(loaded, cache, name=f"{dev}#{i}"))
-        return cls(engines, max_waiting=max_waiting)
+        # By default at most twice the pool size may queue; more get an immediate "busy".
+        return cls(engines, max_waiting=2 * len(engines) if max_waiting is None else max_waiting)
 
     @property
     def size(self) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from .errors import NotReady
 from .pool import ModelPool
@@ -26,7 +26,7 @@ class PoolLoader:
         self._ready = threading.Event()
         self._lock = threading.Lock()
 
-    def start(self, background: bool = True) -> "PoolLoader":
+    def start(self, background: bool = True) -> PoolLoader:
         with self._lock:
             if self.state != "idle":
                 return self

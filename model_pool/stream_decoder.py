@@ -8,7 +8,7 @@ float rounding, so there are no clicks at the seams. The first piece is small so
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch

@@ -1,0 +1,68 @@
+"""Start the Higgs Audio server (the spec's command): python api_server.py [--host ...] [--port ...] ...
+
+Flags become HIGGS_* environment variables, then gunicorn (gthread workers) serves wsgi:app with
+gunicorn.conf.py. Every flag can also be given as an environment variable (e.g. HIGGS_PORT=9000).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT))
+
+from app.settings import Settings  # noqa: E402
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[Settings, argparse.Namespace]:
+    d = Settings.from_env()
+    p = argparse.ArgumentParser(description="Higgs Audio v2 text-to-speech HTTP server")
+    p.add_argument("--host", default=d.host, help="bind address (default %(default)s)")
+    p.add_argument("--port", type=int, default=d.port, help="port (default %(default)s)")
+    p.add_argument("--model-path", default=d.model_path, help="model directory or hub id")
+    p.add_argument("--audio-tokenizer-path", default=d.audio_tokenizer_path, help="audio tokenizer dir or hub id")
+    p.add_argument("--device", default=d.device, help="auto, cpu, cuda, cuda:N or mps (default %(default)s)")
+    p.add_argument("--max-new-tokens", type=int, default=d.max_new_tokens, help="server maximum per request")
+    p.add_argument("--voice-prompts-dir", default=d.voice_prompts_dir)
+    p.add_argument("--scene-prompts-dir", default=d.scene_prompts_dir)
+    p.add_argument("--reload", action="store_true", help="development: restart when code changes")
+    p.add_argument("--workers", type=int, default=d.workers, help="gunicorn worker processes (each loads a pool)")
+    p.add_argument("--threads", type=int, default=d.threads, help="threads per worker (0: automatic)")
+    p.add_argument("--instances-per-device", type=int, default=d.instances_per_device,
+                   help="preloaded model instances per device in each worker")
+    p.add_argument("--queue-timeout", type=float, default=d.queue_timeout,
+                   help="seconds a request may wait for a free instance")
+    p.add_argument("--max-queue", type=int, default=d.max_queue, help="requests allowed to wait (0: 2x pool)")
+    p.add_argument("--cors-origins", default=d.cors_origins, help="comma-separated allowed origins, or *")
+    p.add_argument("--log-file", default=d.log_file)
+    args = p.parse_args(argv)
+    overrides = {f.name: getattr(args, f.name) for f in fields(Settings) if hasattr(args, f.name)}
+    return Settings.from_env(overrides=overrides), args
+
+
+def gunicorn_command(settings: Settings, reload: bool) -> list[str]:
+    # No --chdir: relative paths (voices, scenes, log file, a local model) stay relative to where the user ran us.
+    cmd = [sys.executable, "-m", "gunicorn", "-c", str(ROOT / "gunicorn.conf.py")]
+    if reload:
+        cmd.append("--reload")
+    return cmd + ["wsgi:app"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    settings, args = parse_args(argv)
+    env = dict(os.environ)
+    env.update(settings.environ())
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    cmd = gunicorn_command(settings, args.reload)
+    print(f"Serving on http://{settings.host}:{settings.port} (model {settings.model_path}, "
+          f"device {settings.device}); logs in {settings.log_file}", file=sys.stderr, flush=True)
+    os.execve(sys.executable, cmd, env)
+    return 0  # not reached
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,142 @@
+"""The one place where failures become HTTP answers: one status per error type, one JSON shape.
+
+Body: {"success": false, "code": 400, "status": "Bad Request", "message": "...", "field": "temperature",
+"errors": {"temperature": ["..."]}}. A 500 says only "internal server error" and the request id; the traceback
+goes to the log.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from flask import g, jsonify
+from werkzeug.exceptions import HTTPException
+
+from model_pool.errors import (
+    Cancelled,
+    HiggsError,
+    InvalidRequest,
+    ModelLoadError,
+    NotReady,
+    PoolBusy,
+    UnknownScene,
+    UnknownVoice,
+)
+
+log = logging.getLogger("higgs.errors")
+
+
+class Unauthorized(HiggsError):
+    pass
+
+
+class PayloadTooLarge(InvalidRequest):
+    pass
+
+
+# Most specific first: the first matching entry decides the status.
+STATUS_BY_ERROR: list[tuple[type[HiggsError], int]] = [
+    (PayloadTooLarge, 413),
+    (InvalidRequest, 400),
+    (UnknownVoice, 404),
+    (UnknownScene, 404),
+    (Unauthorized, 401),
+    (PoolBusy, 503),
+    (NotReady, 503),
+    (ModelLoadError, 503),
+    (Cancelled, 499),
+]
+
+_STATUS_NAMES = {400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 413: "Payload Too Large",
+                 499: "Client Closed Request", 503: "Service Unavailable"}
+
+
+def status_for(error: Exception) -> int:
+    for kind, status in STATUS_BY_ERROR:
+        if isinstance(error, kind):
+            return status
+    return 500
+
+
+def public_message(error: Exception) -> str:
+    """What a client may read about an error (used for SSE error events too)."""
+    return error.message if isinstance(error, HiggsError) else "internal server error"
+
+
+def error_body(status: int, message: str, field: str | None = None, errors: dict | None = None) -> dict:
+    body = {"success": False, "code": status, "status": _STATUS_NAMES.get(status, "Error"), "message": message}
+    if field:
+        body["field"] = field
+        body["errors"] = errors or {field: [message]}
+    elif errors:
+        body["errors"] = errors
+    request_id = getattr(g, "request_id", None)
+    if request_id:
+        body["request_id"] = request_id
+    return body
+
+
+def _respond(status: int, body: dict, headers: dict | None = None):
+    response = jsonify(body)
+    response.status_code = status
+    for key, value in (headers or {}).items():
+        response.headers[key] = value
+    return response
+
+
+def handle_higgs_error(error: HiggsError):
+    status = status_for(error)
+    headers = {}
+    if isinstance(error, (PoolBusy, NotReady)):
+        headers["Retry-After"] = str(error.retry_after)
+    if isinstance(error, Unauthorized):
+        headers["WWW-Authenticate"] = 'Bearer realm="higgs-audio"'
+    log.info("%s %d: %s", type(error).__name__, status, error.message)
+    return _respond(status, error_body(status, error.message, getattr(error, "field", None)), headers)
+
+
+def _flatten(messages) -> dict:
+    """webargs nests messages by location ({"json": {"temperature": [...]}}); clients want field names."""
+    if isinstance(messages, dict) and len(messages) == 1 and next(iter(messages)) in ("json", "form", "files"):
+        messages = next(iter(messages.values()))
+    if isinstance(messages, dict):
+        return messages
+    return {"_schema": list(messages) if isinstance(messages, (list, tuple)) else [str(messages)]}
+
+
+def handle_http_exception(error: HTTPException):
+    data = getattr(error, "data", None) or {}
+    errors = _flatten(data.get("messages")) if data.get("messages") else None
+    status = error.code or 500
+    if errors:
+        fields = [k for k in errors if k != "_schema"]
+        field = fields[0] if fields else None
+        detail = errors[field] if field else errors.get("_schema")
+        message = f"invalid field '{field}': {_first(detail)}" if field else f"invalid request: {_first(detail)}"
+        body = error_body(status, message, field, errors)
+        body["status"] = error.name
+    else:
+        body = error_body(status, error.description or error.name)
+        body["status"] = error.name
+    return _respond(status, body, data.get("headers"))
+
+
+def _first(detail) -> str:
+    while isinstance(detail, (list, tuple)) and detail:
+        detail = detail[0]
+    if isinstance(detail, dict):
+        return _first(next(iter(detail.values()), ""))
+    return str(detail)
+
+
+def handle_unexpected(error: Exception):
+    if isinstance(error, HTTPException):
+        return handle_http_exception(error)
+    log.exception("unhandled error (request %s)", getattr(g, "request_id", "-"))
+    return _respond(500, error_body(500, "internal server error"))
+
+
+def register(app) -> None:
+    app.register_error_handler(HiggsError, handle_higgs_error)
+    app.register_error_handler(HTTPException, handle_http_exception)
+    app.register_error_handler(Exception, handle_unexpected)

@@ -1,0 +1,50 @@
+"""Server, voice and scene information, and health checks."""
+
+from __future__ import annotations
+
+from flask_smorest import Blueprint
+
+from ..runtime import runtime
+from ..schemas import InfoSchema, ScenesSchema, VoicesSchema
+
+blp = Blueprint("info", __name__, description="Server, voice and scene information")
+
+SUPPORTED_FEATURES = [
+    "single-speaker audio generation",
+    "multi-speaker audio generation",
+    "voice cloning",
+    "smart voice",
+    "scene description",
+    "streaming generation",
+]
+
+
+@blp.route("/info", methods=["GET"])
+@blp.response(200, InfoSchema)
+def info():
+    rt = runtime()
+    pool = rt.loader.peek()
+    return {
+        "model_name": rt.settings.model_path,
+        "audio_tokenizer": rt.settings.audio_tokenizer_path,
+        "device": rt.device_name(),
+        "is_loaded": rt.loader.is_loaded,
+        "load_error": rt.loader.error,
+        "max_new_tokens": rt.settings.max_new_tokens,
+        "supported_features": SUPPORTED_FEATURES,
+        "pool": pool.stats() if pool else {"state": rt.loader.state},
+    }
+
+
+@blp.route("/voices", methods=["GET"])
+@blp.response(200, VoicesSchema)
+def voices():
+    items = runtime().voices.list()
+    return {"voices": items, "count": len(items)}
+
+
+@blp.route("/scenes", methods=["GET"])
+@blp.response(200, ScenesSchema)
+def scenes():
+    items = runtime().scenes.list()
+    return {"scenes": items, "count": len(items)}

@@ -1,0 +1,59 @@
+"""What one server process holds: settings, the voice and scene libraries, the pool loader and the service."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import current_app
+
+from model_pool.library import SceneLibrary, VoiceLibrary
+from model_pool.runtime import PoolLoader
+from model_pool.service import TTSService
+
+from .settings import Settings
+
+log = logging.getLogger("higgs.runtime")
+
+
+class Runtime:
+    def __init__(self, settings: Settings, loader: PoolLoader | None = None):
+        self.settings = settings
+        self.voices = VoiceLibrary(settings.voice_prompts_dir)
+        self.scenes = SceneLibrary(settings.scene_prompts_dir)
+        self.loader = loader or PoolLoader(self._build_pool)
+        self.service = TTSService(
+            self.loader.pool,
+            self.voices,
+            self.scenes,
+            max_new_tokens=settings.max_new_tokens,
+            acquire_timeout=settings.queue_timeout,
+        )
+
+    def _build_pool(self):
+        from model_pool.pool import ModelPool
+
+        s = self.settings
+        return ModelPool.load(
+            s.model_path,
+            s.audio_tokenizer_path,
+            device=s.device,
+            instances_per_device=s.instances_per_device,
+            max_waiting=s.max_queue or None,
+        )
+
+    def start(self) -> Runtime:
+        self.loader.start(background=self.settings.load_in_background)
+        return self
+
+    def require_ready(self) -> None:
+        self.loader.pool()  # raises NotReady (503 + Retry-After) while loading or after a failed load
+
+    def device_name(self) -> str:
+        pool = self.loader.peek()
+        if pool is None:
+            return self.settings.device
+        return ",".join(sorted({str(e.device) for e in pool.engines}))
+
+
+def runtime() -> Runtime:
+    return current_app.extensions["higgs"]

@@ -1,0 +1,137 @@
+"""Marshmallow schemas: the single source of the wire format (and of the OpenAPI document)."""
+
+from __future__ import annotations
+
+import marshmallow as ma
+from flask_smorest.fields import Upload
+from marshmallow import fields, validate
+
+from model_pool.request import GenerationRequest, ReferenceClip, SamplingParams
+
+
+class WholeNumber(fields.Integer):
+    """An integer that refuses 2.5 (plain Integer truncates it) and booleans, but takes "30" from a form."""
+
+    def _validated(self, value):
+        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+            raise self.make_error("invalid")
+        if isinstance(value, str) and not value.strip().lstrip("+-").isdigit():
+            raise self.make_error("invalid")
+        return super()._validated(value)
+
+
+def _not_blank(value: str) -> None:
+    if not value.strip():
+        raise ma.ValidationError("must not be empty or only whitespace")
+
+
+class GenerateSchema(ma.Schema):
+    """The generation and chunking fields of the spec, shared by /generate, /generate-stream and the form
+    fields of /generate-upload."""
+
+    text = fields.String(required=True, validate=[validate.Length(min=1, max=20000), _not_blank],
+                         metadata={"description": "the text to speak; [SPEAKERn] tags make a dialogue"})
+    ref_audio = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=600),
+                              metadata={"description": "voice name, comma-separated names per speaker, or profile:NAME"})
+    scene_prompt = fields.String(load_default="quiet_indoor", allow_none=True, validate=validate.Length(max=2000),
+                                 metadata={"description": "scene name, free-text scene description, or empty"})
+    temperature = fields.Float(load_default=0.7, validate=validate.Range(0.0, 2.0),
+                               metadata={"description": "sampling temperature; 0 means greedy"})
+    top_k = WholeNumber(load_default=50, validate=validate.Range(0, 1026),
+                           metadata={"description": "top-k sampling; 0 turns it off"})
+    top_p = fields.Float(load_default=0.95, validate=validate.Range(0.0, 1.0, min_inclusive=False))
+    max_new_tokens = WholeNumber(load_default=None, allow_none=True, validate=validate.Range(min=1),
+                                    metadata={"description": "default and upper bound: the server's --max-new-tokens "
+                                                             "(2048 unless configured)"})
+    seed = WholeNumber(load_default=None, allow_none=True, validate=validate.Range(0, 2**63 - 1))
+    ras_win_len = WholeNumber(load_default=7, allow_none=True, validate=validate.Range(0, 1000),
+                                 metadata={"description": "RAS window length; 0 or null turns RAS off"})
+    ras_win_max_num_repeat = WholeNumber(load_default=2, validate=validate.Range(1, 1000))
+    chunk_method = fields.String(load_default=None, allow_none=True, validate=validate.OneOf(["speaker", "word"]))
+    chunk_max_word_num = WholeNumber(load_default=200, validate=validate.Range(1, 10000))
+    chunk_max_num_turns = WholeNumber(load_default=1, validate=validate.Range(1, 1000))
+    generation_chunk_buffer_size = WholeNumber(load_default=None, allow_none=True, validate=validate.Range(0, 1000))
+
+
+class UploadFormSchema(GenerateSchema):
+    """Multipart form fields of /generate-upload."""
+
+    ref_text = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=5000),
+                             metadata={"description": "transcript of the uploaded reference clip (optional)"})
+
+    @ma.pre_load
+    def _empty_means_default(self, data, **kwargs):
+        # HTML forms send every input, unfilled ones as "": those mean "not given" (an empty scene stays empty).
+        keep = ("text", "scene_prompt")
+        return {k: v for k, v in dict(data).items() if k in keep or not (isinstance(v, str) and v.strip() == "")}
+
+
+class UploadFilesSchema(ma.Schema):
+    ref_audio_file = Upload(load_default=None,
+                            metadata={"description": "reference clip: WAV, FLAC, OGG or MP3, any rate/channels"})
+
+
+class GenerateResponseSchema(ma.Schema):
+    success = fields.Boolean()
+    message = fields.String()
+    audio_base64 = fields.String(metadata={"description": "a WAV file (16-bit PCM, 24 kHz mono), base64"})
+    sampling_rate = fields.Integer()
+    duration = fields.Float(metadata={"description": "seconds: samples / sampling_rate"})
+    generated_text = fields.String()
+
+
+class VoiceSchema(ma.Schema):
+    name = fields.String()
+    file = fields.String()
+    type = fields.String()
+
+
+class VoicesSchema(ma.Schema):
+    voices = fields.List(fields.Nested(VoiceSchema))
+    count = fields.Integer()
+
+
+class SceneSchema(ma.Schema):
+    name = fields.String()
+    content = fields.String()
+    file = fields.String()
+
+
+class ScenesSchema(ma.Schema):
+    scenes = fields.List(fields.Nested(SceneSchema))
+    count = fields.Integer()
+
+
+class InfoSchema(ma.Schema):
+    model_name = fields.String()
+    audio_tokenizer = fields.String()
+    device = fields.String()
+    is_loaded = fields.Boolean()
+    load_error = fields.String(allow_none=True)
+    max_new_tokens = fields.Integer()
+    supported_features = fields.List(fields.String())
+    pool = fields.Dict()
+
+
+def to_generation_request(args: dict, server_max_new_tokens: int, clip: ReferenceClip | None = None
+                          ) -> GenerationRequest:
+    top_k = args["top_k"] or None
+    return GenerationRequest(
+        text=args["text"],
+        ref_audio=args["ref_audio"],
+        ref_clip=clip,
+        scene_prompt=args["scene_prompt"],
+        sampling=SamplingParams(
+            temperature=args["temperature"],
+            top_k=top_k,
+            top_p=args["top_p"],
+            seed=args["seed"],
+            ras_win_len=args["ras_win_len"],
+            ras_win_max_num_repeat=args["ras_win_max_num_repeat"],
+            max_new_tokens=args["max_new_tokens"] or server_max_new_tokens,
+        ),
+        chunk_method=args["chunk_method"],
+        chunk_max_word_num=args["chunk_max_word_num"],
+        chunk_max_num_turns=args["chunk_max_num_turns"],
+        generation_chunk_buffer_size=args["generation_chunk_buffer_size"],
+    )

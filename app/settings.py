@@ -1,0 +1,80 @@
+"""Server settings: defaults, overridden by HIGGS_* environment variables, overridden by a mapping.
+
+The command line (api_server.py) sets the HIGGS_* variables; systemd sets them with Environment=; tests pass a
+mapping to create_app.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+
+from model_pool.defaults import DEFAULT_AUDIO_TOKENIZER, DEFAULT_MODEL
+
+ENV_PREFIX = "HIGGS_"
+
+
+@dataclass
+class Settings:
+    host: str = "0.0.0.0"
+    port: int = 8000
+    model_path: str = DEFAULT_MODEL
+    audio_tokenizer_path: str = DEFAULT_AUDIO_TOKENIZER
+    device: str = "auto"
+    max_new_tokens: int = 2048
+    voice_prompts_dir: str = "examples/voice_prompts"
+    scene_prompts_dir: str = "examples/scene_prompts"
+    instances_per_device: int = 1
+    workers: int = 1
+    threads: int = 0  # 0: enough for the pool plus health checks (see gunicorn.conf.py)
+    queue_timeout: float = 60.0  # seconds a request waits for a free model instance
+    max_queue: int = 0  # requests allowed to wait; 0: twice the pool size
+    max_upload_mb: float = 20.0
+    max_upload_seconds: float = 30.0
+    max_text_chars: int = 20000
+    ping_interval: float = 5.0  # seconds between SSE keep-alive comments
+    cors_origins: str = "*"
+    log_file: str = "api_server.log"
+    log_level: str = "INFO"
+    load_in_background: bool = True
+
+    @classmethod
+    def from_env(cls, environ=None, overrides: dict | None = None) -> Settings:
+        environ = os.environ if environ is None else environ
+        values = {}
+        for f in fields(cls):
+            raw = environ.get(ENV_PREFIX + f.name.upper())
+            if raw is not None and raw != "":
+                values[f.name] = _parse(f.type, raw, f.name)
+        values.update({k: v for k, v in (overrides or {}).items() if k in {f.name for f in fields(cls)}})
+        return cls(**values)
+
+    def environ(self) -> dict[str, str]:
+        """The HIGGS_* variables that reproduce these settings (api_server.py hands them to gunicorn)."""
+        return {ENV_PREFIX + f.name.upper(): _format(getattr(self, f.name)) for f in fields(self)}
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1024 * 1024)
+
+
+def _parse(kind: str, raw: str, name: str):
+    try:
+        if kind == "bool":
+            lowered = raw.strip().lower()
+            if lowered not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+                raise ValueError(raw)
+            return lowered in ("1", "true", "yes", "on")
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+        return raw
+    except ValueError:
+        raise SystemExit(f"invalid value for {ENV_PREFIX}{name.upper()}: {raw!r} (expected {kind})") from None
+
+
+def _format(value) -> str:
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    return str(value)

@@ -1,0 +1,118 @@
+"""Server-Sent Events for /generate-stream.
+
+Generation runs in a helper thread that feeds a bounded queue; the response generator forwards audio as it
+arrives and sends a `: ping` comment whenever nothing came for `ping_interval` seconds (waiting for an instance,
+prefill), so proxies keep the connection open. When the client goes away, the WSGI server closes the response
+generator (GeneratorExit at its next yield): we set the cancel event and the engine stops within one step,
+giving its instance back.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+from model_pool.errors import Cancelled
+from model_pool.request import SAMPLE_RATE
+from model_pool.service import GenerationStats
+
+from .audio_format import pcm16_base64
+from .errors import public_message
+
+log = logging.getLogger("higgs.stream")
+
+_END = object()
+
+
+def sse(event: str, data: dict) -> str:
+    return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
+
+
+class _Failure:
+    def __init__(self, error: BaseException):
+        self.error = error
+
+
+def pump(produce: Callable[[threading.Event], Iterator], cancel: threading.Event, ping_interval: float) -> Iterator:
+    """Run produce(cancel) in a thread; yield its items, None for each ping, and a _Failure if it raised."""
+    items: queue.Queue = queue.Queue(maxsize=8)
+
+    def put(item) -> bool:
+        while not cancel.is_set():
+            try:
+                items.put(item, timeout=0.25)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work():
+        try:
+            for item in produce(cancel):
+                if not put(item):
+                    return
+        except BaseException as exc:  # noqa: BLE001 - reported to the client as an error event
+            put(_Failure(exc))
+        finally:
+            put(_END)
+
+    worker = threading.Thread(target=work, name="sse-generation", daemon=True)
+    worker.start()
+    try:
+        while True:
+            try:
+                item = items.get(timeout=ping_interval)
+            except queue.Empty:
+                yield None
+                continue
+            if item is _END:
+                return
+            yield item
+    finally:
+        cancel.set()  # a no-op after a normal end; stops the engine when the client went away
+
+
+def event_stream(service, job, text: str, ping_interval: float, on_finish: Callable | None = None) -> Iterator[str]:
+    cancel = threading.Event()
+    stats = GenerationStats()
+    started = time.perf_counter()
+    outcome = "cancelled"
+    yield sse("start", {"type": "start", "sampling_rate": SAMPLE_RATE, "format": "pcm_s16le", "channels": 1,
+                        "request_id": job.request_id})
+    try:
+        index = 0
+        for item in pump(lambda c: service.stream(job, c, stats), cancel, ping_interval):
+            if item is None:
+                yield ": ping\n\n"
+                continue
+            if isinstance(item, _Failure):
+                outcome = "error"
+                if not isinstance(item.error, Cancelled):
+                    log.error("stream %s failed", job.request_id, exc_info=item.error)
+                yield sse("error", {"type": "error", "message": public_message(item.error),
+                                    "request_id": job.request_id})
+                return
+            yield sse("audio", {
+                "type": "audio",
+                "index": index,
+                "audio_base64": pcm16_base64(item.samples),
+                "samples": int(item.samples.shape[0]),
+                "progress": {"generated_tokens": item.generated_tokens, "max_new_tokens": item.max_new_tokens,
+                             "chunk": item.chunk, "total_chunks": item.total_chunks},
+            })
+            index += 1
+        outcome = "ok"
+        yield sse("done", {"type": "done", "success": True, "duration": stats.samples / SAMPLE_RATE,
+                           "sampling_rate": SAMPLE_RATE, "generated_text": text})
+    finally:
+        cancel.set()  # the client went away (GeneratorExit) or we are done: stop the engine either way
+        elapsed = time.perf_counter() - started
+        log.info("stream %s %s: %.2fs audio in %.2fs, first audio %s", job.request_id, outcome,
+                 stats.samples / SAMPLE_RATE, elapsed,
+                 f"{stats.first_audio_s:.3f}s" if stats.first_audio_s is not None else "-")
+        if on_finish is not None:
+            on_finish(outcome, stats, elapsed)

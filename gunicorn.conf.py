@@ -1,0 +1,26 @@
+"""gunicorn settings, from the same HIGGS_* variables the app reads.
+
+gthread workers: each request (and each open stream) holds a thread, so there must be more threads than model
+instances, or health checks and queued requests could not be answered while every instance is busy. The app is not
+preloaded: the master never touches CUDA; each worker loads its own pool in the background.
+"""
+
+import os
+
+from app.settings import Settings
+
+_s = Settings.from_env()
+
+bind = [f"{_s.host}:{_s.port}"] if ":" not in _s.host else [f"[{_s.host}]:{_s.port}"]
+workers = _s.workers
+worker_class = "gthread"
+_pool_size = max(1, _s.instances_per_device)
+threads = _s.threads or max(8, 4 * _pool_size + 4)
+preload_app = False
+timeout = 120  # gthread heartbeats from its main loop, so long streams are fine
+graceful_timeout = int(os.environ.get("HIGGS_GRACEFUL_TIMEOUT", "300"))  # long enough to finish a stream
+keepalive = 5
+accesslog = None  # the app writes one line per request with its request id
+errorlog = "-"
+loglevel = _s.log_level.lower()
+forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
