@@ -158,6 +158,24 @@ def test_stream_events_and_pcm_equal_generate(client):
     assert np.array_equal(pcm, one_shot)
 
 
+def test_stream_pings_while_waiting_for_an_instance(tmp_path, engine):
+    app = make_app(tmp_path, engine)
+    pool = app.extensions["higgs"].loader.pool()
+    holder = pool.lend(5)
+    holder.__enter__()  # every instance busy: the stream must wait, and say so with pings
+    try:
+        response = app.test_client().post("/generate-stream", json={"text": "Hi", "max_new_tokens": 30},
+                                          buffered=False)
+        chunks = iter(response.response)
+        assert next(chunks).startswith(b"event: start")
+        assert next(chunks) == b": ping\n\n"
+        assert pool.stats()["waiting"] == 1
+    finally:
+        holder.__exit__(None, None, None)
+    rest = b"".join(chunks).decode()
+    assert "event: audio" in rest and rest.rstrip().split("\n")[-2] == "event: done"
+
+
 def test_stream_long_form_progress_counts_chunks(client):
     body = {"text": "One two. Three four.", "chunk_method": "word", "chunk_max_word_num": 2,
             "max_new_tokens": 30, "seed": 2}
@@ -174,10 +192,18 @@ def _upload(client, data: bytes | None, filename="ref.wav", **fields):
     return client.post("/generate-upload", data=form, content_type="multipart/form-data")
 
 
-def _encode(samples, rate, fmt):
+def _encode(samples, rate, fmt, subtype=None):
     buf = io.BytesIO()
-    sf.write(buf, samples, rate, format=fmt)
+    sf.write(buf, samples, rate, format=fmt, subtype=subtype)
     return buf.getvalue()
+
+
+@pytest.mark.parametrize("fmt, subtype, rate", [("OGG", "VORBIS", 48000), ("MP3", "MPEG_LAYER_III", 22050)])
+def test_upload_ogg_and_mp3(client, fmt, subtype, rate):
+    t = np.arange(rate * 2) / rate
+    samples = (0.3 * np.sin(2 * np.pi * 200 * t)).astype(np.float32)
+    r = _upload(client, _encode(samples, rate, fmt, subtype), filename=f"ref.{fmt.lower()}", ref_text="A tone.")
+    assert r.status_code == 200 and r.json["success"] is True
 
 
 def test_upload_wav_and_stereo_flac(client):
