@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import tempfile
 from dataclasses import fields
 from pathlib import Path
 
@@ -39,6 +40,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[Settings, argparse.Namesp
     p.add_argument("--max-queue", type=int, default=d.max_queue, help="requests allowed to wait (0: 2x pool)")
     p.add_argument("--cors-origins", default=d.cors_origins, help="comma-separated allowed origins, or *")
     p.add_argument("--log-file", default=d.log_file)
+    p.add_argument("--api-key", default=d.api_key, help="require this key (Bearer or X-API-Key); or HIGGS_API_KEY")
     args = p.parse_args(argv)
     overrides = {f.name: getattr(args, f.name) for f in fields(Settings) if hasattr(args, f.name)}
     return Settings.from_env(overrides=overrides), args
@@ -57,6 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     env = dict(os.environ)
     env.update(settings.environ())
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    # Workers share metric files here so /metrics is the same whichever worker answers.
+    env.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix=f"higgs-metrics-{settings.port}-"))
+    os.makedirs(env["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)
     cmd = gunicorn_command(settings, args.reload)
     print(f"Serving on http://{settings.host}:{settings.port} (model {settings.model_path}, "
           f"device {settings.device}); logs in {settings.log_file}", file=sys.stderr, flush=True)

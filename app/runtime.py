@@ -10,6 +10,7 @@ from model_pool.library import SceneLibrary, VoiceLibrary
 from model_pool.runtime import PoolLoader
 from model_pool.service import TTSService
 
+from . import metrics
 from .settings import Settings
 
 log = logging.getLogger("higgs.runtime")
@@ -21,12 +22,15 @@ class Runtime:
         self.voices = VoiceLibrary(settings.voice_prompts_dir)
         self.scenes = SceneLibrary(settings.scene_prompts_dir)
         self.loader = loader or PoolLoader(self._build_pool)
+        self.loader.on_ready = lambda pool: pool.observe(metrics.observe_pool)
         self.service = TTSService(
             self.loader.pool,
             self.voices,
             self.scenes,
             max_new_tokens=settings.max_new_tokens,
             acquire_timeout=settings.queue_timeout,
+            max_text_chars=settings.max_text_chars,
+            max_speakers=settings.max_speakers,
         )
 
     def _build_pool(self):

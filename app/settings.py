@@ -32,6 +32,10 @@ class Settings:
     max_upload_mb: float = 20.0
     max_upload_seconds: float = 30.0
     max_text_chars: int = 20000
+    max_speakers: int = 8
+    max_body_kb: int = 1024  # JSON request bodies
+    max_form_parts: int = 50
+    api_key: str = ""  # empty: no authentication
     ping_interval: float = 5.0  # seconds between SSE keep-alive comments
     cors_origins: str = "*"
     log_file: str = "api_server.log"

@@ -12,11 +12,14 @@ from __future__ import annotations
 import json
 import logging
 import queue
+import select
+import socket
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
 
-from model_pool.errors import Cancelled
+from model_pool.errors import Cancelled, HiggsError
 from model_pool.request import SAMPLE_RATE
 from model_pool.service import GenerationStats
 
@@ -37,14 +40,34 @@ class _Failure:
         self.error = error
 
 
-def pump(produce: Callable[[threading.Event], Iterator], cancel: threading.Event, ping_interval: float) -> Iterator:
-    """Run produce(cancel) in a thread; yield its items, None for each ping, and a _Failure if it raised."""
+def client_disconnect_probe(environ: dict) -> Callable[[], bool] | None:
+    """A cheap check that the client closed its connection, from gunicorn's socket (None elsewhere).
+
+    Without it a disconnect is noticed only at the next write, up to a ping interval later; with it, within
+    a tick, so a dropped client stops waiting in the queue (or generating) at once."""
+    sock = environ.get("gunicorn.socket")
+    if sock is None or isinstance(sock, ssl.SSLSocket):
+        return None
+
+    def gone() -> bool:
+        try:
+            readable, _, _ = select.select([sock], [], [], 0)
+            return bool(readable) and sock.recv(1, socket.MSG_PEEK) == b""
+        except (OSError, ValueError):
+            return True
+
+    return gone
+
+
+def pump(produce: Callable[[threading.Event], Iterator], cancel: threading.Event, ping_interval: float,
+         client_gone: Callable[[], bool] | None = None, tick: float = 0.25) -> Iterator:
+    """Run produce(cancel) in a thread; yield its items, None when a ping is due, and a _Failure if it raised."""
     items: queue.Queue = queue.Queue(maxsize=8)
 
     def put(item) -> bool:
         while not cancel.is_set():
             try:
-                items.put(item, timeout=0.25)
+                items.put(item, timeout=tick)
                 return True
             except queue.Full:
                 continue
@@ -62,21 +85,28 @@ def pump(produce: Callable[[threading.Event], Iterator], cancel: threading.Event
 
     worker = threading.Thread(target=work, name="sse-generation", daemon=True)
     worker.start()
+    last_sent = time.monotonic()
     try:
         while True:
             try:
-                item = items.get(timeout=ping_interval)
+                item = items.get(timeout=min(tick, ping_interval))
             except queue.Empty:
-                yield None
+                if client_gone is not None and client_gone():
+                    raise Cancelled("client went away") from None
+                if time.monotonic() - last_sent >= ping_interval:
+                    last_sent = time.monotonic()
+                    yield None
                 continue
             if item is _END:
                 return
+            last_sent = time.monotonic()
             yield item
     finally:
         cancel.set()  # a no-op after a normal end; stops the engine when the client went away
 
 
-def event_stream(service, job, text: str, ping_interval: float, on_finish: Callable | None = None) -> Iterator[str]:
+def event_stream(service, job, text: str, ping_interval: float, client_gone: Callable[[], bool] | None = None,
+                 on_finish: Callable | None = None) -> Iterator[str]:
     cancel = threading.Event()
     stats = GenerationStats()
     started = time.perf_counter()
@@ -85,13 +115,15 @@ def event_stream(service, job, text: str, ping_interval: float, on_finish: Calla
                         "request_id": job.request_id})
     try:
         index = 0
-        for item in pump(lambda c: service.stream(job, c, stats), cancel, ping_interval):
+        for item in pump(lambda c: service.stream(job, c, stats), cancel, ping_interval, client_gone):
             if item is None:
                 yield ": ping\n\n"
                 continue
             if isinstance(item, _Failure):
                 outcome = "error"
-                if not isinstance(item.error, Cancelled):
+                if isinstance(item.error, HiggsError):
+                    log.info("stream %s: %s", job.request_id, item.error.message)
+                else:
                     log.error("stream %s failed", job.request_id, exc_info=item.error)
                 yield sse("error", {"type": "error", "message": public_message(item.error),
                                     "request_id": job.request_id})
@@ -105,6 +137,9 @@ def event_stream(service, job, text: str, ping_interval: float, on_finish: Calla
                              "chunk": item.chunk, "total_chunks": item.total_chunks},
             })
             index += 1
+    except Cancelled:
+        return  # nobody is listening any more; the finally below logs it
+    else:
         outcome = "ok"
         yield sse("done", {"type": "done", "success": True, "duration": stats.samples / SAMPLE_RATE,
                            "sampling_rate": SAMPLE_RATE, "generated_text": text})

@@ -6,13 +6,13 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import torch
 
 from .engine import HiggsEngine
-from .errors import PoolBusy
+from .errors import Cancelled, PoolBusy
 from .loader import load, resolve_devices
 from .voice_cache import VoiceCache
 
@@ -34,6 +34,19 @@ class ModelPool:
         self._free = list(engines)
         self._cond = threading.Condition()
         self._waiting = 0
+        self._observers: list[Callable[[dict], None]] = []
+
+    def observe(self, callback: Callable[[dict], None]) -> None:
+        """Call callback(stats) now and whenever an instance is lent or returned or a waiter comes or goes."""
+        with self._cond:
+            self._observers.append(callback)
+            callback(self._stats())
+
+    def _changed(self) -> None:  # called with the lock held
+        if self._observers:
+            stats = self._stats()
+            for callback in self._observers:
+                callback(stats)
 
     @classmethod
     def load(
@@ -63,45 +76,64 @@ class ModelPool:
     def size(self) -> int:
         return len(self.engines)
 
+    def _queue_full(self) -> bool:
+        return not self._free and self.max_waiting is not None and self._waiting >= self.max_waiting
+
+    def admit(self) -> None:
+        """Raise PoolBusy now if a request would be refused for a full queue (checked before a stream starts)."""
+        with self._cond:
+            if self._queue_full():
+                raise PoolBusy(f"server busy: {self._waiting} requests already waiting for a model instance")
+
     @contextmanager
-    def lend(self, timeout: float | None = None) -> Iterator[HiggsEngine]:
-        """Lend a free instance; raise PoolBusy if none frees up within `timeout` seconds or the queue is full.
+    def lend(self, timeout: float | None = None, cancel: threading.Event | None = None) -> Iterator[HiggsEngine]:
+        """Lend a free instance; raise PoolBusy if none frees up within `timeout` seconds or the queue is full,
+        and Cancelled if `cancel` is set while waiting (a streaming client that went away stops queueing).
 
         The instance always comes back: on return, on exceptions, and on GeneratorExit when the caller is a
         generator that gets closed (a streaming client going away)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
-            if not self._free and self.max_waiting is not None and self._waiting >= self.max_waiting:
+            if self._queue_full():
                 raise PoolBusy(f"server busy: {self._waiting} requests already waiting for a model instance")
             self._waiting += 1
+            self._changed()
             try:
                 while not self._free:
+                    if cancel is not None and cancel.is_set():
+                        raise Cancelled("cancelled while waiting for a model instance")
                     remaining = None if deadline is None else deadline - time.monotonic()
                     if remaining is not None and remaining <= 0:
                         raise PoolBusy(f"server busy: no model instance became free within {timeout:g}s")
-                    self._cond.wait(remaining)
+                    # Wake up now and then to notice a cancel; a returned instance wakes us at once.
+                    self._cond.wait(0.1 if remaining is None else min(remaining, 0.1))
                 engine = self._free.pop(0)
             finally:
                 self._waiting -= 1
+                self._changed()
         try:
             yield engine
         finally:
             with self._cond:
                 self._free.append(engine)
+                self._changed()
                 self._cond.notify()
 
     def stats(self) -> dict:
         with self._cond:
-            free = set(map(id, self._free))
-            devices: dict[str, dict] = {}
-            for engine in self.engines:
-                entry = devices.setdefault(str(engine.device), {"total": 0, "busy": 0, "free": 0})
-                entry["total"] += 1
-                entry["free" if id(engine) in free else "busy"] += 1
-            return {
-                "instances": len(self.engines),
-                "busy": len(self.engines) - len(self._free),
-                "free": len(self._free),
-                "waiting": self._waiting,
-                "devices": devices,
-            }
+            return self._stats()
+
+    def _stats(self) -> dict:  # with the lock held
+        free = set(map(id, self._free))
+        devices: dict[str, dict] = {}
+        for engine in self.engines:
+            entry = devices.setdefault(str(engine.device), {"total": 0, "busy": 0, "free": 0})
+            entry["total"] += 1
+            entry["free" if id(engine) in free else "busy"] += 1
+        return {
+            "instances": len(self.engines),
+            "busy": len(self.engines) - len(self._free),
+            "free": len(self._free),
+            "waiting": self._waiting,
+            "devices": devices,
+        }

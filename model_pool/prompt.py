@@ -68,17 +68,18 @@ class PromptPlan:
 
 
 class PromptPlanner:
-    def __init__(self, voices: VoiceLibrary, scenes: SceneLibrary):
+    def __init__(self, voices: VoiceLibrary, scenes: SceneLibrary, max_speakers: int = MAX_SPEAKERS):
         self.voices = voices
         self.scenes = scenes
+        self.max_speakers = max_speakers
 
     def plan(self, request: GenerationRequest) -> PromptPlan:
         text = textprep.normalize(request.text or "")
         if not text:
             raise InvalidRequest("text", "text is empty")
         speakers = textprep.speakers_in(text)
-        if len(speakers) > MAX_SPEAKERS:
-            raise InvalidRequest("text", f"at most {MAX_SPEAKERS} speakers per request, got {len(speakers)}")
+        if len(speakers) > self.max_speakers:
+            raise InvalidRequest("text", f"at most {self.max_speakers} speakers per request, got {len(speakers)}")
         refs = [r.strip() for r in (request.ref_audio or "").split(",") if r.strip()]
         if len(refs) > max(1, len(speakers)):
             raise InvalidRequest(

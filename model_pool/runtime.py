@@ -16,8 +16,9 @@ log = logging.getLogger(__name__)
 class PoolLoader:
     """States: 'loading' -> 'ready', or 'loading' -> 'failed' (with the error). Never raises into the caller."""
 
-    def __init__(self, factory: Callable[[], ModelPool]):
+    def __init__(self, factory: Callable[[], ModelPool], on_ready: Callable[[ModelPool], None] | None = None):
         self._factory = factory
+        self.on_ready = on_ready
         self._pool: ModelPool | None = None
         self.error: str | None = None
         self.state = "idle"
@@ -46,6 +47,8 @@ class PoolLoader:
             self.state = "failed"
             log.exception("model loading failed: %s", self.error)
         else:
+            if self.on_ready is not None:
+                self.on_ready(pool)
             self._pool = pool
             self.state = "ready"
             self.load_seconds = time.monotonic() - (self.started_at or time.monotonic())

@@ -58,16 +58,21 @@ class TTSService:
         scenes: SceneLibrary,
         max_new_tokens: int = 2048,
         acquire_timeout: float | None = 30.0,
+        max_text_chars: int = 20000,
+        max_speakers: int = 8,
     ):
         self._pool = pool  # a callable, so the pool can load in the background (it raises NotReady meanwhile)
         self.voices = voices
         self.scenes = scenes
-        self.planner = PromptPlanner(voices, scenes)
+        self.planner = PromptPlanner(voices, scenes, max_speakers=max_speakers)
+        self.max_text_chars = max_text_chars
         self.max_new_tokens = max_new_tokens
         self.acquire_timeout = acquire_timeout
 
     def prepare(self, request: GenerationRequest) -> PreparedJob:
         sampling = request.sampling
+        if len(request.text or "") > self.max_text_chars:
+            raise InvalidRequest("text", f"text is {len(request.text)} characters; the limit is {self.max_text_chars}")
         if sampling.max_new_tokens > self.max_new_tokens:
             raise InvalidRequest(
                 "max_new_tokens", f"max_new_tokens must be at most {self.max_new_tokens} (the server's maximum)"
@@ -78,6 +83,10 @@ class TTSService:
             request = replace(request, ref_clip=ReferenceClip(samples, SAMPLE_RATE, clip.transcript))
         return PreparedJob(self.planner.plan(request), sampling)
 
+    def admit(self) -> None:
+        """Raise NotReady or PoolBusy now if a request could not be queued (before a stream's first byte)."""
+        self._pool().admit()
+
     def stream(
         self,
         job: PreparedJob,
@@ -87,7 +96,7 @@ class TTSService:
         stats = stats if stats is not None else GenerationStats()
         start = time.perf_counter()
         plan, sampling = job.plan, job.sampling
-        with self._pool().lend(self.acquire_timeout) as engine:
+        with self._pool().lend(self.acquire_timeout, cancel) as engine:
             stats.queue_wait_s = time.perf_counter() - start
             generated = []
             for index in range(len(plan.chunks)):

@@ -9,11 +9,11 @@ import json
 import numpy as np
 import pytest
 import soundfile as sf
-from conftest import EXAMPLES
 
 from app import create_app
 from app.runtime import Runtime
 from app.settings import Settings
+from conftest import EXAMPLES
 from model_pool.pool import ModelPool
 from model_pool.runtime import PoolLoader
 

@@ -3,66 +3,26 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
 
 import pytest
 import requests
+
 from conftest import EXAMPLES, ROOT
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_until(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
-def _info(url):
-    try:
-        return requests.get(f"{url}/info", timeout=2).json()
-    except requests.RequestException:
-        return None
+from serverutil import get_json, start_server, wait_until
 
 
 @pytest.fixture(scope="module")
 def server(tiny_checkpoint, tmp_path_factory):
-    port = free_port()
-    log_dir = tmp_path_factory.mktemp("e2e")
-    cmd = [sys.executable, str(ROOT / "api_server.py"), "--host", "127.0.0.1", "--port", str(port),
-           "--model-path", str(tiny_checkpoint / "model"),
-           "--audio-tokenizer-path", str(tiny_checkpoint / "audio_tokenizer"),
-           "--device", "cpu", "--max-new-tokens", "1500", "--log-file", str(log_dir / "api_server.log"),
-           "--voice-prompts-dir", str(EXAMPLES / "voice_prompts"),
-           "--scene-prompts-dir", str(EXAMPLES / "scene_prompts")]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.Popen(cmd, cwd=log_dir, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        info = wait_until(lambda: (_info(url) or {}).get("is_loaded") or proc.poll() is not None, 120,
-                          "the server to load the tiny model")
-        assert proc.poll() is None, f"server exited: {proc.stderr.read()[-2000:]}"
-        assert info is True
-        yield url, log_dir
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    srv = start_server(tiny_checkpoint, tmp_path_factory.mktemp("e2e"), "--max-new-tokens", "1500")
+    yield srv.url, srv.log_dir
+    srv.stop()
+
+
+def _info(url):
+    return get_json(url, "/info")
 
 
 def test_test_client_all_passes(server, tmp_path):

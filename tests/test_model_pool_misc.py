@@ -7,8 +7,8 @@ import threading
 import numpy as np
 import pytest
 import torch
-from conftest import write_voice
 
+from conftest import write_voice
 from model_pool.errors import Cancelled, InvalidRequest, ModelLoadError
 from model_pool.library import SceneLibrary, VoiceLibrary
 from model_pool.loader import load, resolve_devices

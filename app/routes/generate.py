@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
-from flask import Response, g, stream_with_context
+import time
+
+from flask import Response, g, request, stream_with_context
 from flask_smorest import Blueprint
 
 from model_pool.request import SAMPLE_RATE
+from model_pool.service import GenerationStats
 
+from .. import metrics
 from ..audio_format import wav_base64
 from ..runtime import runtime
 from ..schemas import (
@@ -16,7 +20,7 @@ from ..schemas import (
     UploadFormSchema,
     to_generation_request,
 )
-from ..streaming import event_stream
+from ..streaming import client_disconnect_probe, event_stream
 from ..uploads import read_upload
 
 blp = Blueprint("generate", __name__, description="Text to speech")
@@ -31,9 +35,14 @@ def _prepare(args: dict, clip=None):
     return rt, job
 
 
-def _generate(args: dict, clip=None) -> dict:
+def _generate(args: dict, endpoint: str, clip=None) -> dict:
     rt, job = _prepare(args, clip)
-    samples = rt.service.generate(job)
+    stats, started, outcome = GenerationStats(), time.perf_counter(), "error"
+    try:
+        samples = rt.service.generate(job, stats)
+        outcome = "ok"
+    finally:
+        metrics.observe_generation(endpoint, outcome, stats, time.perf_counter() - started, SAMPLE_RATE)
     return {
         "success": True,
         "message": "Audio generated successfully",
@@ -49,7 +58,7 @@ def _generate(args: dict, clip=None) -> dict:
 @blp.response(200, GenerateResponseSchema)
 def generate(args):
     """Generate speech; the answer holds a base64 WAV."""
-    return _generate(args)
+    return _generate(args, "/generate")
 
 
 @blp.route("/generate-stream", methods=["POST"])
@@ -59,7 +68,13 @@ def generate(args):
 def generate_stream(args):
     """Stream speech as it is generated (Server-Sent Events)."""
     rt, job = _prepare(args)
-    events = event_stream(rt.service, job, args["text"], rt.settings.ping_interval)
+    rt.service.admit()  # a full queue is a 503 now, not an error event later
+
+    def finished(outcome, stats, elapsed):
+        metrics.observe_generation("/generate-stream", outcome, stats, elapsed, SAMPLE_RATE)
+
+    events = event_stream(rt.service, job, args["text"], rt.settings.ping_interval,
+                          client_gone=client_disconnect_probe(request.environ), on_finish=finished)
     return Response(
         stream_with_context(events),
         mimetype="text/event-stream",
@@ -76,4 +91,4 @@ def generate_upload(form, files):
     settings = runtime().settings
     clip = read_upload(files.get("ref_audio_file"), settings.max_upload_bytes, settings.max_upload_seconds,
                        form.pop("ref_text", None))
-    return _generate(form, clip)
+    return _generate(form, "/generate-upload", clip)

@@ -1,0 +1,38 @@
+"""Optional API key: `Authorization: Bearer KEY` or `X-API-Key: KEY` on every endpoint but the health checks.
+
+CORS preflights (OPTIONS) carry no credentials by design, so they pass; the request that follows is checked.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+
+from flask import Flask, request
+
+from .errors import Unauthorized
+
+log = logging.getLogger("higgs.auth")
+OPEN_PATHS = frozenset({"/healthz", "/readyz"})
+
+
+def _presented() -> str:
+    header = request.headers.get("Authorization", "")
+    if header[:7].lower() == "bearer ":
+        return header[7:].strip()
+    return request.headers.get("X-API-Key", "").strip()
+
+
+def install(app: Flask, api_key: str) -> None:
+    if not api_key:
+        log.warning("no API key set (--api-key / HIGGS_API_KEY): the server is open to anyone who can reach it")
+        return
+    expected = api_key.encode()
+
+    @app.before_request
+    def _require_key():
+        if request.method == "OPTIONS" or request.path in OPEN_PATHS:
+            return None
+        if not hmac.compare_digest(_presented().encode(), expected):
+            raise Unauthorized("missing or invalid API key")
+        return None

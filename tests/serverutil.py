@@ -1,0 +1,93 @@
+"""Start `python api_server.py` (real gunicorn) on a free loopback port for end-to-end tests."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import requests
+
+from conftest import EXAMPLES, ROOT
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(predicate, timeout: float, what: str):
+    """Poll an external process's state (a server we cannot hand an event to) until predicate() is truthy."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def get_json(url: str, path: str, **kwargs):
+    try:
+        return requests.get(f"{url}{path}", timeout=5, **kwargs).json()
+    except (requests.RequestException, ValueError):
+        return None
+
+
+@dataclass
+class Server:
+    url: str
+    port: int
+    proc: subprocess.Popen
+    log_dir: Path
+
+    def log(self) -> str:
+        path = self.log_dir / "api_server.log"
+        return path.read_text() if path.exists() else ""
+
+    def worker_pids(self) -> list[int]:
+        children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
+        return [int(p) for p in children.read_text().split()] if children.exists() else []
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+def start_server(checkpoint: Path, log_dir: Path, *extra: str, env: dict | None = None,
+                 ready_path: str = "/readyz") -> Server:
+    port = free_port()
+    cmd = [sys.executable, str(ROOT / "api_server.py"), "--host", "127.0.0.1", "--port", str(port),
+           "--model-path", str(checkpoint / "model"), "--audio-tokenizer-path", str(checkpoint / "audio_tokenizer"),
+           "--device", "cpu", "--log-file", str(log_dir / "api_server.log"),
+           "--voice-prompts-dir", str(EXAMPLES / "voice_prompts"),
+           "--scene-prompts-dir", str(EXAMPLES / "scene_prompts"), *extra]
+    full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "PROMETHEUS_MULTIPROC_DIR": str(log_dir / "metrics"),
+                **(env or {})}
+    # stderr goes to a file: an unread pipe fills up after 64 KB of log lines and then blocks the server.
+    stderr = open(log_dir / "stderr.log", "w")  # noqa: SIM115 - closed with the process
+    proc = subprocess.Popen(cmd, cwd=log_dir, env=full_env, stdout=subprocess.DEVNULL, stderr=stderr)
+    stderr.close()
+    server = Server(f"http://127.0.0.1:{port}", port, proc, log_dir)
+
+    def ready():
+        if proc.poll() is not None:
+            return True
+        try:
+            return requests.get(f"{server.url}{ready_path}", timeout=2).status_code == 200
+        except requests.RequestException:
+            return False
+
+    wait_until(ready, 120, "the server to load the tiny model")
+    if proc.poll() is not None:
+        raise AssertionError(f"server exited: {(log_dir / 'stderr.log').read_text()[-3000:]}")
+    return server
