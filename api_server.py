@@ -35,6 +35,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[Settings, argparse.Namesp
     p.add_argument("--threads", type=int, default=d.threads, help="threads per worker (0: automatic)")
     p.add_argument("--instances-per-device", type=int, default=d.instances_per_device,
                    help="preloaded model instances per device in each worker")
+    p.add_argument("--max-batch-size", type=int, default=d.max_batch_size,
+                   help="requests one instance decodes together (1: no batching)")
     p.add_argument("--queue-timeout", type=float, default=d.queue_timeout,
                    help="seconds a request may wait for a free instance")
     p.add_argument("--max-queue", type=int, default=d.max_queue, help="requests allowed to wait (0: 2x pool)")

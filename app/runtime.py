@@ -43,6 +43,7 @@ class Runtime:
             device=s.device,
             instances_per_device=s.instances_per_device,
             max_waiting=s.max_queue or None,
+            max_batch_size=s.max_batch_size,
         )
 
     def start(self) -> Runtime:

@@ -25,6 +25,7 @@ class Settings:
     voice_prompts_dir: str = "examples/voice_prompts"
     scene_prompts_dir: str = "examples/scene_prompts"
     instances_per_device: int = 1
+    max_batch_size: int = 8  # concurrent requests decoded together by one instance; 1 turns batching off
     workers: int = 1
     threads: int = 0  # 0: enough for the pool plus health checks (see gunicorn.conf.py)
     queue_timeout: float = 60.0  # seconds a request waits for a free model instance

@@ -1,8 +1,8 @@
-"""One preloaded model instance: render prompts to tensors and run the decode loop step by step.
+"""One preloaded model instance: render prompts to tensors and generate audio codes step by step.
 
-transformers' generate() streams only placeholder text ids, so we drive the model's forward ourselves: prefill
-the prompt, then feed each step's audio codes back. That gives us the codes as they are produced, a private RNG per
-request, and a cancel check between steps.
+transformers' generate() streams only placeholder text ids, so we drive the model's forward ourselves (in
+batching.BatchRunner): prefill the prompt, then feed each step's audio codes back. That gives us the codes as they
+are produced, a private RNG per request, a cancel check between steps, and batching of concurrent requests.
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ from dataclasses import dataclass
 
 import torch
 
+from .batching import BatchRunner, Step
 from .codec import Codec
 from .loader import LoadedModel
 from .prompt import AudioSource
 from .request import SamplingParams
-from .sampling import RowSampler
 from .voice_cache import VoiceCache
 
 log = logging.getLogger(__name__)
@@ -31,14 +31,8 @@ class EncodedPrompt:
     text: str  # the rendered prompt, audio placeholders unexpanded (for logs and tests)
 
 
-@dataclass
-class Step:
-    index: int  # 0-based decode step (the number of generated tokens is index + 1)
-    frame: torch.Tensor | None  # a complete frame [codebooks] (delay reverted), when one completed this step
-
-
 class HiggsEngine:
-    def __init__(self, loaded: LoadedModel, voice_cache: VoiceCache, name: str = "engine"):
+    def __init__(self, loaded: LoadedModel, voice_cache: VoiceCache, name: str = "engine", max_batch_size: int = 8):
         self.model = loaded.model
         self.processor = loaded.processor
         self.device = loaded.device
@@ -50,7 +44,7 @@ class HiggsEngine:
         self.codebook_size = config.codebook_size
         self.bos_id = config.audio_stream_bos_id
         self.eos_id = config.audio_stream_eos_id
-        self.lock = threading.Lock()  # one decode loop at a time on this instance
+        self.runner = BatchRunner(self, max_batch_size)
 
     # ---- prompt -------------------------------------------------------------------------------------------
     def codes_for(self, source: AudioSource) -> torch.Tensor:
@@ -93,8 +87,9 @@ class HiggsEngine:
         audio = torch.cat(delayed, dim=0) if delayed else None
         return EncodedPrompt(ids, audio, text)
 
-    # ---- decode loop --------------------------------------------------------------------------------------
-    def _prefill(self, prompt: EncodedPrompt, cache):
+    # ---- generation ---------------------------------------------------------------------------------------
+    def prefill(self, prompt: EncodedPrompt, cache):
+        """Run the prompt through the model (batch of one); returns the output with logits for the first step."""
         ids = prompt.input_ids.to(self.device).unsqueeze(0)
         kwargs = {}
         if prompt.audio_ids is not None:
@@ -107,33 +102,7 @@ class HiggsEngine:
     def generate(
         self, prompt: EncodedPrompt, params: SamplingParams, cancel: threading.Event | None = None
     ) -> Iterator[Step]:
-        """Yield one Step per decode step until the stream ends, max_new_tokens, or cancel is set."""
-        from transformers import DynamicCache
+        """Yield one Step per decode step until the stream ends, max_new_tokens, or cancel is set.
 
-        sampler = RowSampler(params, self.num_codebooks, self.bos_id, self.eos_id, self.device)
-        raw: list[torch.Tensor] = []
-        length = prompt.input_ids.shape[0]
-        delay = self.num_codebooks - 1
-        with self.lock, torch.inference_mode():
-            cache = DynamicCache(config=self.model.config)
-            out = self._prefill(prompt, cache)
-            while True:
-                logits = out.logits[0, -1].view(self.num_codebooks, self.codebook_size)
-                codes = sampler.choose(logits)
-                raw.append(codes)
-                step = sampler.step - 1
-                frame = None
-                index = step - 1 - delay  # the frame whose last codebook arrived this step
-                if index >= 0 and not sampler.frame_ended(index):
-                    frame = torch.stack([raw[index + 1 + k][k] for k in range(self.num_codebooks)])
-                    frame = frame.clamp(0, self.bos_id - 1).cpu()
-                yield Step(step, frame)
-                if sampler.finished or (cancel is not None and cancel.is_set()):
-                    return
-                position = torch.tensor([[length + step]], device=self.device)
-                out = self.model(
-                    audio_input_ids=codes.view(1, 1, -1),
-                    position_ids=position,
-                    past_key_values=cache,
-                    use_cache=True,
-                )
+        The request joins this instance's running batch at the next step boundary."""
+        return self.runner.submit(prompt, params, cancel)

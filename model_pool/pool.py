@@ -1,4 +1,8 @@
-"""A thread-safe pool of preloaded engine instances, N per device, lent with a context manager."""
+"""A thread-safe pool of preloaded engine instances, N per device, lent with a context manager.
+
+Each instance batches up to `slots` (its runner's max_batch_size) concurrent requests, so lending hands out a slot
+on the least loaded instance; a request waits only when every slot of every instance is taken.
+"""
 
 from __future__ import annotations
 
@@ -31,7 +35,8 @@ class ModelPool:
             raise ValueError("a pool needs at least one engine")
         self.engines = list(engines)
         self.max_waiting = max_waiting
-        self._free = list(engines)
+        self._slots = {id(e): _slots_of(e) for e in self.engines}
+        self._load = {id(e): 0 for e in self.engines}
         self._cond = threading.Condition()
         self._waiting = 0
         self._observers: list[Callable[[dict], None]] = []
@@ -57,6 +62,7 @@ class ModelPool:
         instances_per_device: int = 1,
         voice_cache: VoiceCache | None = None,
         max_waiting: int | None = None,
+        max_batch_size: int = 8,
     ) -> ModelPool:
         devices = resolve_devices(device)
         cache = voice_cache or VoiceCache()
@@ -68,16 +74,27 @@ class ModelPool:
         for dev in devices:
             for i in range(instances_per_device):
                 loaded = load(model_path, audio_tokenizer_path, dev)
-                engines.append(HiggsEngine(loaded, cache, name=f"{dev}#{i}"))
-        # By default at most twice the pool size may queue; more get an immediate "busy".
-        return cls(engines, max_waiting=2 * len(engines) if max_waiting is None else max_waiting)
+                engines.append(HiggsEngine(loaded, cache, name=f"{dev}#{i}", max_batch_size=max_batch_size))
+        # By default at most twice the pool's batch slots may queue; more get an immediate "busy".
+        pool = cls(engines)
+        pool.max_waiting = 2 * sum(pool._slots.values()) if max_waiting is None else max_waiting
+        return pool
 
     @property
     def size(self) -> int:
         return len(self.engines)
 
+    def _pick(self) -> HiggsEngine | None:
+        """The engine with the most free slots (the first, on a tie), or None when all are full."""
+        best, best_free = None, 0
+        for engine in self.engines:
+            free = self._slots[id(engine)] - self._load[id(engine)]
+            if free > best_free:
+                best, best_free = engine, free
+        return best
+
     def _queue_full(self) -> bool:
-        return not self._free and self.max_waiting is not None and self._waiting >= self.max_waiting
+        return self._pick() is None and self.max_waiting is not None and self._waiting >= self.max_waiting
 
     def admit(self) -> None:
         """Raise PoolBusy now if a request would be refused for a full queue (checked before a stream starts)."""
@@ -99,7 +116,7 @@ class ModelPool:
             self._waiting += 1
             self._changed()
             try:
-                while not self._free:
+                while (engine := self._pick()) is None:
                     if cancel is not None and cancel.is_set():
                         raise Cancelled("cancelled while waiting for a model instance")
                     remaining = None if deadline is None else deadline - time.monotonic()
@@ -107,7 +124,7 @@ class ModelPool:
                         raise PoolBusy(f"server busy: no model instance became free within {timeout:g}s")
                     # Wake up now and then to notice a cancel; a returned instance wakes us at once.
                     self._cond.wait(0.1 if remaining is None else min(remaining, 0.1))
-                engine = self._free.pop(0)
+                self._load[id(engine)] += 1
             finally:
                 self._waiting -= 1
                 self._changed()
@@ -115,7 +132,7 @@ class ModelPool:
             yield engine
         finally:
             with self._cond:
-                self._free.append(engine)
+                self._load[id(engine)] -= 1
                 self._changed()
                 self._cond.notify()
 
@@ -124,16 +141,25 @@ class ModelPool:
             return self._stats()
 
     def _stats(self) -> dict:  # with the lock held
-        free = set(map(id, self._free))
         devices: dict[str, dict] = {}
         for engine in self.engines:
-            entry = devices.setdefault(str(engine.device), {"total": 0, "busy": 0, "free": 0})
+            load = self._load[id(engine)]
+            entry = devices.setdefault(str(engine.device), {"total": 0, "busy": 0, "free": 0, "requests": 0})
             entry["total"] += 1
-            entry["free" if id(engine) in free else "busy"] += 1
+            entry["busy" if load else "free"] += 1
+            entry["requests"] += load
+        busy = sum(1 for e in self.engines if self._load[id(e)])
         return {
             "instances": len(self.engines),
-            "busy": len(self.engines) - len(self._free),
-            "free": len(self._free),
+            "busy": busy,  # instances generating for at least one request
+            "free": len(self.engines) - busy,
+            "requests": sum(self._load.values()),  # requests being generated, across all batches
+            "slots": sum(self._slots.values()),
             "waiting": self._waiting,
             "devices": devices,
         }
+
+
+def _slots_of(engine) -> int:
+    runner = getattr(engine, "runner", None)
+    return runner.max_batch_size if runner is not None else 1

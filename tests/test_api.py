@@ -161,8 +161,9 @@ def test_stream_events_and_pcm_equal_generate(client):
 def test_stream_pings_while_waiting_for_an_instance(tmp_path, engine):
     app = make_app(tmp_path, engine)
     pool = app.extensions["higgs"].loader.pool()
-    holder = pool.lend(5)
-    holder.__enter__()  # every instance busy: the stream must wait, and say so with pings
+    holders = [pool.lend(5) for _ in range(pool.stats()["slots"])]
+    for holder in holders:
+        holder.__enter__()  # every batch slot taken: the stream must wait, and say so with pings
     try:
         response = app.test_client().post("/generate-stream", json={"text": "Hi", "max_new_tokens": 30},
                                           buffered=False)
@@ -171,7 +172,8 @@ def test_stream_pings_while_waiting_for_an_instance(tmp_path, engine):
         assert next(chunks) == b": ping\n\n"
         assert pool.stats()["waiting"] == 1
     finally:
-        holder.__exit__(None, None, None)
+        for holder in holders:
+            holder.__exit__(None, None, None)
     rest = b"".join(chunks).decode()
     assert "event: audio" in rest and rest.rstrip().split("\n")[-2] == "event: done"
 

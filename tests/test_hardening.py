@@ -116,8 +116,14 @@ def test_full_queue_refuses_a_stream_before_it_starts(tmp_path, engine):
     app = make_app(tmp_path, engine)
     pool = app.extensions["higgs"].loader.pool()
     pool.max_waiting = 0
-    with pool.lend(1):
+    held = [pool.lend(1) for _ in range(pool.stats()["slots"])]
+    for slot in held:
+        slot.__enter__()
+    try:
         r = app.test_client().post("/generate-stream", json={"text": "Hi"})
+    finally:
+        for slot in held:
+            slot.__exit__(None, None, None)
     assert r.status_code == 503 and r.headers["Retry-After"] and "busy" in r.json["message"]
 
 

@@ -31,8 +31,8 @@ def test_lend_times_out_with_busy_error():
             with pool.lend(0.2):
                 pass
         assert time.monotonic() - start >= 0.2
-    assert pool.stats() == {"instances": 1, "busy": 0, "free": 1, "waiting": 0,
-                            "devices": {"cpu": {"total": 1, "busy": 0, "free": 1}}}
+    assert pool.stats() == {"instances": 1, "busy": 0, "free": 1, "requests": 0, "slots": 1, "waiting": 0,
+                            "devices": {"cpu": {"total": 1, "busy": 0, "free": 1, "requests": 0}}}
 
 
 def test_generator_close_gives_instance_back():
@@ -66,7 +66,7 @@ def test_waiters_are_counted_and_served_in_turn():
             waiting.wait(0.01)
         stats = pool.stats()
         assert stats["waiting"] == 1 and stats["busy"] == 2
-        assert stats["devices"]["cuda:1"] == {"total": 1, "busy": 1, "free": 0}
+        assert stats["devices"]["cuda:1"] == {"total": 1, "busy": 1, "free": 0, "requests": 1}
     t.join(5)
     assert got and pool.stats()["busy"] == 0
 
@@ -85,3 +85,23 @@ def test_cpu_threads_are_split_between_instances():
     assert split_cpu_threads(1, cores=8) == 8
     assert split_cpu_threads(2, cores=8) == 4
     assert split_cpu_threads(16, cores=8) == 1
+
+
+class BatchingEngine(FakeEngine):
+    def __init__(self, name, slots):
+        super().__init__(name)
+        self.runner = type("Runner", (), {"max_batch_size": slots})()
+
+
+def test_batch_slots_spread_requests_over_instances():
+    a, b = BatchingEngine("a", 2), BatchingEngine("b", 2)
+    pool = ModelPool([a, b], max_waiting=0)
+    with pool.lend(1) as first, pool.lend(1) as second, pool.lend(1) as third, pool.lend(1) as fourth:
+        assert {first.name, second.name} == {"a", "b"}  # least loaded first
+        assert sorted([first.name, second.name, third.name, fourth.name]) == ["a", "a", "b", "b"]
+        stats = pool.stats()
+        assert (stats["busy"], stats["requests"], stats["slots"]) == (2, 4, 4)
+        with pytest.raises(PoolBusy):
+            with pool.lend(1):
+                pass
+    assert pool.stats()["requests"] == 0
