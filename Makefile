@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 DEMO_DIR := .demo/tiny
 ARGS ?=
 
-.PHONY: run demo test lint voices tiny clean
+.PHONY: run demo test lint voices tiny bench clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,11 @@ test: $(VENV)/.installed
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
+
+# The side-by-side benchmark (README, Performance): BENCH_ARGS="--size small --compile" by default.
+BENCH_ARGS ?= --size small --compile
+bench: $(VENV)/.installed
+	HF_HUB_OFFLINE=1 $(PY) -m bench $(BENCH_ARGS)
 
 voices: $(VENV)/.installed
 	$(PY) examples/make_voice_prompts.py

@@ -44,6 +44,9 @@ class Runtime:
             instances_per_device=s.instances_per_device,
             max_waiting=s.max_queue or None,
             max_batch_size=s.max_batch_size,
+            compile=s.compile,
+            max_prompt_tokens=2048,
+            max_cache_len=2048 + s.max_new_tokens + 64,
         )
 
     def start(self) -> Runtime:

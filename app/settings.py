@@ -26,6 +26,7 @@ class Settings:
     scene_prompts_dir: str = "examples/scene_prompts"
     instances_per_device: int = 1
     max_batch_size: int = 8  # concurrent requests decoded together by one instance; 1 turns batching off
+    compile: bool = False  # static KV cache + torch.compile of the decode step (CUDA graphs on GPUs)
     workers: int = 1
     threads: int = 0  # 0: enough for the pool plus health checks (see gunicorn.conf.py)
     queue_timeout: float = 60.0  # seconds a request waits for a free model instance

@@ -120,7 +120,10 @@ class BatchRunner:
                 with self._cond:
                     for row in self._rows + joining:
                         row.out.put(exc)
-                    self._rows, self._cache, self._mask = [], None, None
+                    self._clear()
+
+    def _clear(self) -> None:
+        self._rows, self._cache, self._mask = [], None, None
 
     def _join(self, row: _Row) -> None:
         if row.stopped():

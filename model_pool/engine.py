@@ -32,7 +32,8 @@ class EncodedPrompt:
 
 
 class HiggsEngine:
-    def __init__(self, loaded: LoadedModel, voice_cache: VoiceCache, name: str = "engine", max_batch_size: int = 8):
+    def __init__(self, loaded: LoadedModel, voice_cache: VoiceCache, name: str = "engine", max_batch_size: int = 8,
+                 compile: bool = False, max_prompt_tokens: int = 2048, max_cache_len: int = 6144):
         self.model = loaded.model
         self.processor = loaded.processor
         self.device = loaded.device
@@ -44,7 +45,12 @@ class HiggsEngine:
         self.codebook_size = config.codebook_size
         self.bos_id = config.audio_stream_bos_id
         self.eos_id = config.audio_stream_eos_id
-        self.runner = BatchRunner(self, max_batch_size)
+        if compile:
+            from .static_batching import StaticBatchRunner
+
+            self.runner = StaticBatchRunner(self, max_batch_size, max_prompt_tokens, max_cache_len)
+        else:
+            self.runner = BatchRunner(self, max_batch_size)
 
     # ---- prompt -------------------------------------------------------------------------------------------
     def codes_for(self, source: AudioSource) -> torch.Tensor:

@@ -63,6 +63,9 @@ class ModelPool:
         voice_cache: VoiceCache | None = None,
         max_waiting: int | None = None,
         max_batch_size: int = 8,
+        compile: bool = False,
+        max_prompt_tokens: int = 2048,
+        max_cache_len: int = 6144,
     ) -> ModelPool:
         devices = resolve_devices(device)
         cache = voice_cache or VoiceCache()
@@ -74,7 +77,9 @@ class ModelPool:
         for dev in devices:
             for i in range(instances_per_device):
                 loaded = load(model_path, audio_tokenizer_path, dev)
-                engines.append(HiggsEngine(loaded, cache, name=f"{dev}#{i}", max_batch_size=max_batch_size))
+                engines.append(HiggsEngine(loaded, cache, name=f"{dev}#{i}", max_batch_size=max_batch_size,
+                                           compile=compile, max_prompt_tokens=max_prompt_tokens,
+                                           max_cache_len=max_cache_len))
         # By default at most twice the pool's batch slots may queue; more get an immediate "busy".
         pool = cls(engines)
         pool.max_waiting = 2 * sum(pool._slots.values()) if max_waiting is None else max_waiting

@@ -3,7 +3,10 @@
 The codec's decoder is convolutional and not causal, but its reach is finite (about 9 frames each way). We
 decode overlapping windows that give every emitted frame at least `context` frames of real context on both sides
 (or the true sequence edge), and emit only that part: the joined pieces equal a one-shot decode of all frames to
-float rounding, so there are no clicks at the seams. The first piece is small so audio starts early.
+float rounding, so there are no clicks at the seams. The first piece is small so audio starts early; later
+pieces double in size (up to `max_chunk`) because each window also decodes 2 x `context` frames of overlap: big
+pieces keep that overhead low once the listener has a buffer. `/generate` uses the same schedule, so the joined
+stream and the one-shot answer are the same samples.
 """
 
 from __future__ import annotations
@@ -22,12 +25,15 @@ class StreamDecoder:
         decode: Callable[[torch.Tensor], np.ndarray],
         context: int = 10,
         first_chunk: int = 2,
-        chunk: int = 15,
+        chunk: int = 10,
+        max_chunk: int = 80,
     ):
         self._decode = decode
         self.context = context
         self.first_chunk = first_chunk
-        self.chunk = chunk
+        self.chunk = chunk  # the second piece; each later one doubles, up to max_chunk
+        self.max_chunk = max_chunk
+        self._pieces = 0
         self._frames: list[torch.Tensor] = []
         self.emitted = 0  # frames already turned into samples
 
@@ -38,12 +44,18 @@ class StreamDecoder:
         offset = (self.emitted - start) * SAMPLES_PER_FRAME
         piece = audio[offset : offset + (end - self.emitted) * SAMPLES_PER_FRAME]
         self.emitted = end
+        self._pieces += 1
         return piece
+
+    def _next_size(self) -> int:
+        if self._pieces == 0:
+            return self.first_chunk
+        return min(self.max_chunk, self.chunk * 2 ** (self._pieces - 1))
 
     def push(self, frame: torch.Tensor) -> np.ndarray | None:
         """Add one frame [codebooks]; return new samples when a piece is ready."""
         self._frames.append(frame)
-        size = self.first_chunk if self.emitted == 0 else self.chunk
+        size = self._next_size()
         if len(self._frames) >= self.emitted + size + self.context:
             return self._window(self.emitted + size, last=False)
         return None

@@ -1,6 +1,6 @@
 """Build a tiny random-weight Higgs Audio v2 checkpoint offline, in the hub layout.
 
-    python -m model_pool.tiny OUT_DIR [--size tiny|small]
+    python -m model_pool.tiny OUT_DIR [--size tiny|small|full]
 
 writes OUT_DIR/model (model, text tokenizer, chat template, generation config) and OUT_DIR/audio_tokenizer
 (HiggsAudioV2TokenizerModel + DacFeatureExtractor). Same codec geometry as the real one: 8 codebooks,
@@ -175,6 +175,10 @@ def build(out_dir: str | Path, size: str = "tiny", seed: int = 0) -> Path:
     codec, extractor = _build_audio_tokenizer(seed)
     model_dir.mkdir(parents=True, exist_ok=True)
     codec_dir.mkdir(parents=True, exist_ok=True)
+    if size == "full":  # the real architecture: store bf16 like the hub (about 12 GB), not 24 GB of fp32
+        import torch
+
+        model = model.to(torch.bfloat16)
     model.save_pretrained(model_dir)
     tokenizer.save_pretrained(model_dir)
     (model_dir / "chat_template.jinja").write_text(chat_template(), encoding="utf-8")

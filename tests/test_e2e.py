@@ -10,8 +10,8 @@ import sys
 import pytest
 import requests
 
+from bench.server import get_json, start_server, wait_until
 from conftest import EXAMPLES, ROOT
-from serverutil import get_json, start_server, wait_until
 
 
 @pytest.fixture(scope="module")

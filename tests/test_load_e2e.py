@@ -14,7 +14,7 @@ import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from serverutil import get_json, start_server, wait_until
+from bench.server import get_json, start_server, wait_until
 
 
 @pytest.fixture(scope="module")

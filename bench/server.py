@@ -1,4 +1,4 @@
-"""Start `python api_server.py` (real gunicorn) on a free loopback port for end-to-end tests."""
+"""Start `python api_server.py` (real gunicorn) on a free loopback port: for end-to-end tests and benchmarks."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from pathlib import Path
 
 import requests
 
-from conftest import EXAMPLES, ROOT
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
 
 
 def free_port() -> int:
@@ -64,11 +65,11 @@ class Server:
 
 
 def start_server(checkpoint: Path, log_dir: Path, *extra: str, env: dict | None = None,
-                 ready_path: str = "/readyz") -> Server:
+                 ready_path: str = "/readyz", device: str = "cpu", timeout: float = 120) -> Server:
     port = free_port()
     cmd = [sys.executable, str(ROOT / "api_server.py"), "--host", "127.0.0.1", "--port", str(port),
            "--model-path", str(checkpoint / "model"), "--audio-tokenizer-path", str(checkpoint / "audio_tokenizer"),
-           "--device", "cpu", "--log-file", str(log_dir / "api_server.log"),
+           "--device", device, "--log-file", str(log_dir / "api_server.log"),
            "--voice-prompts-dir", str(EXAMPLES / "voice_prompts"),
            "--scene-prompts-dir", str(EXAMPLES / "scene_prompts"), *extra]
     full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "PROMETHEUS_MULTIPROC_DIR": str(log_dir / "metrics"),
@@ -87,7 +88,7 @@ def start_server(checkpoint: Path, log_dir: Path, *extra: str, env: dict | None 
         except requests.RequestException:
             return False
 
-    wait_until(ready, 120, "the server to load the tiny model")
+    wait_until(ready, timeout, "the server to load the model")
     if proc.poll() is not None:
         raise AssertionError(f"server exited: {(log_dir / 'stderr.log').read_text()[-3000:]}")
     return server

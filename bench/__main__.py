@@ -1,0 +1,66 @@
+"""Side-by-side benchmark of the library way, our engine, and the HTTP server.
+
+    python -m bench [--size tiny|small|full] [--frames 300] [--repeats 3] [--device cpu|cuda] [--compile]
+
+Builds a random-weight checkpoint of the chosen size (the audio head cannot pick the stream-end code, and
+generation is greedy, so every run makes exactly --frames frames), then measures, medians of --repeats runs:
+  (a) transformers' generate + the processor's decode, (b) our engine in-process, (c) /generate and
+  (d) /generate-stream through the real gunicorn server, (e) 1/2/4/8 concurrent clients with batching on and off
+  (and 4 clients on two instances), (f) a named-voice clone, uncached then cached.
+Prints a table and writes JSON with the machine description to bench/results/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from . import measure
+from .report import machine, print_table
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="Higgs Audio server benchmark")
+    p.add_argument("--size", choices=["tiny", "small", "full"], default="small")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    p.add_argument("--frames", type=int, default=300, help="audio frames per single request (25 per second)")
+    p.add_argument("--concurrency-frames", type=int, default=100, help="frames per request in the load runs")
+    p.add_argument("--clients", default="1,2,4,8", help="concurrency levels for (e)")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--compile", action="store_true", help="also measure the compiled decode step (b')")
+    p.add_argument("--skip-server", action="store_true", help="only (a) and (b)")
+    p.add_argument("--checkpoint", help="reuse a checkpoint directory built by an earlier run")
+    args = p.parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+    work = Path(tempfile.mkdtemp(prefix="higgs-bench-"))
+    checkpoint = Path(args.checkpoint) if args.checkpoint else measure.build_checkpoint(work / "ckpt", args.size)
+    clients = [int(c) for c in args.clients.split(",") if c.strip()]
+    results: dict = {"config": vars(args), "machine": machine(args.device), "rows": []}
+    rows = results["rows"]
+
+    rows += measure.in_process(checkpoint, args.device, args.frames, args.repeats, args.compile)
+    if not args.skip_server:
+        rows += measure.through_server(checkpoint, work, args.device, args.frames, args.concurrency_frames,
+                                       clients, args.repeats)
+    ratios = measure.ratios(rows)
+    results["ratios"] = ratios
+
+    print_table(results)
+    RESULTS.mkdir(exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    out = RESULTS / f"{stamp}-{args.size}-{results['machine']['device_kind']}.json"
+    out.write_text(json.dumps(results, indent=2))
+    print(f"\nwrote {out.relative_to(Path.cwd()) if out.is_relative_to(Path.cwd()) else out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,227 @@
+"""The measurements behind `python -m bench`. Every timed run is preceded by an untimed warm-up."""
+
+from __future__ import annotations
+
+import shutil
+import statistics
+import threading
+import time
+from pathlib import Path
+
+import requests
+
+from .server import EXAMPLES, start_server
+
+TEXT = "The sun rises in the east and sets in the west. This simple fact has been observed for thousands of years."
+SAMPLE_RATE = 24000
+FRAME_RATE = 25
+
+
+def build_checkpoint(out: Path, size: str) -> Path:
+    from model_pool import tiny
+
+    started = time.perf_counter()
+    tiny.build(out, size=size)
+    print(f"built a random {size} checkpoint in {time.perf_counter() - started:.1f}s", flush=True)
+    return out
+
+
+def _row(key: str, name: str, seconds: list[float], frames: int, **extra) -> dict:
+    median = statistics.median(seconds)
+    row = {"id": key, "name": name, "median_s": median, "runs_s": seconds, "frames": frames,
+           "frames_per_s": frames / median if median else None, **extra}
+    print(f"  ({key}) {name}: {median:.3f}s, {row['frames_per_s']:.1f} frames/s", flush=True)
+    return row
+
+
+def _timed(fn, repeats: int) -> list[float]:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - started)
+    return times
+
+
+def in_process(checkpoint: Path, device: str, frames: int, repeats: int, compiled: bool) -> list[dict]:
+    import torch
+
+    from model_pool.engine import HiggsEngine
+    from model_pool.library import SceneLibrary, VoiceLibrary
+    from model_pool.loader import load
+    from model_pool.pool import ModelPool
+    from model_pool.request import GenerationRequest, SamplingParams
+    from model_pool.service import TTSService
+    from model_pool.voice_cache import VoiceCache
+
+    loaded = load(str(checkpoint / "model"), str(checkpoint / "audio_tokenizer"), torch.device(device))
+    steps = frames + 8
+    engine = HiggsEngine(loaded, VoiceCache(), name="bench")
+    service = TTSService(lambda: ModelPool([engine]), VoiceLibrary(EXAMPLES / "voice_prompts"),
+                         SceneLibrary(EXAMPLES / "scene_prompts"), max_new_tokens=steps)
+    params = SamplingParams(temperature=0, max_new_tokens=steps, min_new_tokens=steps)
+    job = service.prepare(GenerationRequest(text=TEXT, scene_prompt="", sampling=params))
+    prompt = engine.encode_prompt(job.plan.conversation(0, []))
+    ids = prompt.input_ids.unsqueeze(0).to(loaded.device)
+    print(f"prompt: {ids.shape[1]} tokens; {frames} frames per run", flush=True)
+
+    def library():
+        # Greedy without RAS on both sides (our engine turns RAS off for greedy), so both do the same work.
+        out = loaded.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
+                                    max_new_tokens=steps, ras_win_len=None)
+        audio = loaded.processor.decode(out)
+        assert audio.shape[-1] == frames * 960, audio.shape
+
+    def ours():
+        audio = service.generate(job)
+        assert audio.shape[0] == frames * 960, audio.shape
+
+    rows = [_row("a", "library: transformers generate + processor decode", _timed(library, repeats), frames),
+            _row("b", "engine in-process (service.generate)", _timed(ours, repeats), frames)]
+    if compiled:
+        fast = HiggsEngine(loaded, VoiceCache(), name="bench-compiled", compile=True)
+        fast_service = TTSService(lambda: ModelPool([fast]), service.voices, service.scenes, max_new_tokens=steps)
+        rows.append(_row("b_compiled", "engine in-process, compiled decode step",
+                         _timed(lambda: fast_service.generate(job), repeats), frames))
+    return rows
+
+
+def _body(frames: int, **extra) -> dict:
+    return {"text": TEXT, "scene_prompt": "", "temperature": 0, "max_new_tokens": frames + 8, **extra}
+
+
+def _post_generate(url: str, frames: int, **extra) -> float:
+    r = requests.post(f"{url}/generate", json=_body(frames, **extra), timeout=3600)
+    r.raise_for_status()
+    return r.json()["duration"]
+
+
+def _stream(url: str, frames: int) -> tuple[float, float]:
+    started = time.perf_counter()
+    first = None
+    with requests.post(f"{url}/generate-stream", json=_body(frames), stream=True, timeout=3600) as r:
+        r.raise_for_status()
+        for line in r.iter_lines(decode_unicode=True):
+            if line.startswith("event: audio") and first is None:
+                first = time.perf_counter() - started
+            if line.startswith("event: error"):
+                raise RuntimeError("stream failed")
+    return first, time.perf_counter() - started
+
+
+def _concurrent(url: str, clients: int, frames: int) -> tuple[float, float]:
+    """Run `clients` requests at once; return (wall seconds, audio seconds produced)."""
+    durations, barrier = [0.0] * clients, threading.Barrier(clients + 1)
+
+    def work(i):
+        barrier.wait()
+        durations[i] = _post_generate(url, frames)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(clients)]
+    for t in threads:
+        t.start()
+    barrier.wait()
+    started = time.perf_counter()
+    for t in threads:
+        t.join()
+    return time.perf_counter() - started, sum(durations)
+
+
+def _load_rows(url: str, label: str, levels: list[int], frames: int, repeats: int) -> list[dict]:
+    rows = []
+    for clients in levels:
+        _concurrent(url, clients, frames)  # warm-up
+        runs = [_concurrent(url, clients, frames) for _ in range(repeats)]
+        wall = statistics.median(r[0] for r in runs)
+        audio = statistics.median(r[1] for r in runs)
+        row = {"id": f"e_{label}_{clients}", "name": f"{clients} concurrent clients, {label}", "clients": clients,
+               "median_s": wall, "runs_s": [r[0] for r in runs], "audio_s_per_s": audio / wall,
+               "frames_per_s": audio * FRAME_RATE / wall, "frames": int(audio * FRAME_RATE)}
+        print(f"  (e) {row['name']}: {row['frames_per_s']:.1f} frames/s aggregate, "
+              f"{row['audio_s_per_s']:.2f} audio s/s", flush=True)
+        rows.append(row)
+    return rows
+
+
+def _clone_rows(url: str, voices: Path, repeats: int) -> list[dict]:
+    first, second = [], []
+    for i in range(repeats + 1):
+        name = f"bench_voice_{i}"
+        shutil.copy(EXAMPLES / "voice_prompts" / "belinda.wav", voices / f"{name}.wav")
+        shutil.copy(EXAMPLES / "voice_prompts" / "belinda.txt", voices / f"{name}.txt")
+        times = []
+        for _ in range(2):
+            started = time.perf_counter()
+            _post_generate(url, 25, ref_audio=name)
+            times.append(time.perf_counter() - started)
+        if i:  # the first voice warms up the code paths
+            first.append(times[0])
+            second.append(times[1])
+    rows = [_row("f_uncached", "named-voice clone, first request (encodes the reference)", first, 25),
+            _row("f_cached", "named-voice clone, second request (cached codes)", second, 25)]
+    return rows
+
+
+def through_server(checkpoint: Path, work: Path, device: str, frames: int, load_frames: int, levels: list[int],
+                   repeats: int) -> list[dict]:
+    voices = work / "voices"
+    shutil.copytree(EXAMPLES / "voice_prompts", voices, dirs_exist_ok=True)
+    common = ("--max-new-tokens", str(max(frames, load_frames) + 8), "--max-queue", "256", "--threads", "64",
+              "--voice-prompts-dir", str(voices))
+    rows: list[dict] = []
+    servers = [("batching on", ("--max-batch-size", "8")), ("batching off", ("--max-batch-size", "1")),
+               ("two instances", ("--max-batch-size", "8", "--instances-per-device", "2"))]
+    for label, extra in servers:
+        log_dir = work / label.replace(" ", "_")
+        log_dir.mkdir()
+        server = start_server(checkpoint, log_dir, *common, *extra, device=device, timeout=1800)
+        try:
+            url = server.url
+            print(f"server ({label}) on {url}", flush=True)
+            if label == "batching on":
+                rows.append(_row("c", "/generate through gunicorn",
+                                 _timed(lambda url=url: _post_generate(url, frames), repeats), frames))
+                _stream(url, frames)  # warm-up
+                streams = [_stream(url, frames) for _ in range(repeats)]
+                total = [s[1] for s in streams]
+                row = _row("d", "/generate-stream total", total, frames)
+                row["first_audio_s"] = statistics.median(s[0] for s in streams)
+                print(f"  (d) time to first audio: {row['first_audio_s']:.3f}s", flush=True)
+                rows.append(row)
+                rows += _load_rows(url, "batching on", levels, load_frames, repeats)
+                rows += _clone_rows(url, voices, repeats)
+            elif label == "batching off":
+                rows += _load_rows(url, "batching off", levels, load_frames, repeats)
+            else:
+                rows += _load_rows(url, "two instances", [c for c in levels if c in (1, 4)], load_frames,
+                                   repeats)
+        finally:
+            server.stop()
+    return rows
+
+
+def ratios(rows: list[dict]) -> dict:
+    by = {r["id"]: r for r in rows}
+
+    def ratio(a, b, field="median_s"):
+        if a in by and b in by and by[b][field]:
+            return by[a][field] / by[b][field]
+        return None
+
+    out = {
+        "engine_vs_library (b/a, target <= 1.0)": ratio("b", "a"),
+        "http_vs_engine (c/b, target <= 1.05)": ratio("c", "b"),
+        "stream_total_vs_generate (d/c, target <= 1.15)": ratio("d", "c"),
+        "first_audio_vs_stream_total (target <= 0.15)":
+            by["d"]["first_audio_s"] / by["d"]["median_s"] if "d" in by else None,
+        "8_clients_vs_1_batching_on (target >= 4)": ratio("e_batching on_8", "e_batching on_1", "frames_per_s"),
+        "8_clients_vs_1_batching_off": ratio("e_batching off_8", "e_batching off_1", "frames_per_s"),
+        "4_clients_two_instances_vs_1 (target >= 3)": ratio("e_two instances_4", "e_batching on_1",
+                                                           "frames_per_s"),
+        "cached_clone_vs_uncached": ratio("f_cached", "f_uncached"),
+    }
+    if "b_compiled" in by:
+        out["compiled_vs_eager (b'/b)"] = ratio("b_compiled", "b")
+    return out
+
