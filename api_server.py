@@ -63,6 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     env = dict(os.environ)
     env.update(settings.environ())
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    # CPU inference runs several threads (the batch loop, stream decoding); OpenMP workers that spin while
+    # waiting steal the cores from each other. Measured +25% aggregate frames/s on 2 cores with PASSIVE.
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     # Workers share metric files here so /metrics is the same whichever worker answers.
     env.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix=f"higgs-metrics-{settings.port}-"))
     os.makedirs(env["PROMETHEUS_MULTIPROC_DIR"], exist_ok=True)

@@ -39,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--checkpoint", help="reuse a checkpoint directory built by an earlier run")
     args = p.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as api_server.py sets it; read when torch loads
 
     work = Path(tempfile.mkdtemp(prefix="higgs-bench-"))
     checkpoint = Path(args.checkpoint) if args.checkpoint else measure.build_checkpoint(work / "ckpt", args.size)
