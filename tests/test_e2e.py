@@ -77,3 +77,16 @@ def test_spec_curl_examples(server):
     assert '"count"' in lines[1] and '"is_loaded":true' in lines[2].replace(" ", "")  # /voices, /info
     assert "event: start" in result.stdout and "event: done" in result.stdout  # the SSE stream
     assert "'success': True" in lines[-1] and "'sampling_rate': 24000" in lines[-1]  # the upload
+
+
+@pytest.mark.skipif(not shutil.which("node"), reason="node is not installed")
+def test_spec_javascript_client_page(server):
+    url, _ = server
+    result = subprocess.run(["node", str(ROOT / "tests" / "js_client_check.mjs"), url], capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    assert report["success"] is True and report["riff"] == "RIFFWAVE" and report["played"] == "blob:test"
+    # The page turned base64 into real bytes: the blob is exactly the WAV (44-byte header + 16-bit samples).
+    assert report["bytes"] == 44 + round(report["duration"] * 24000) * 2
+    assert report["status"].startswith("ok:")
