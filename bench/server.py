@@ -40,6 +40,17 @@ def get_json(url: str, path: str, **kwargs):
         return None
 
 
+def sse_events(lines, until: str | None = None) -> list[str]:
+    """Event names from an iterator of SSE lines, stopping after the first `until` event (or at the end)."""
+    events = []
+    for line in lines:
+        if line.startswith("event:"):
+            events.append(line[6:].strip())
+            if events[-1] == until:
+                break
+    return events
+
+
 @dataclass
 class Server:
     url: str

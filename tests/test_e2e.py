@@ -10,7 +10,7 @@ import sys
 import pytest
 import requests
 
-from bench.server import get_json, start_server, wait_until
+from bench.server import get_json, sse_events, start_server, wait_until
 from conftest import EXAMPLES, ROOT
 
 
@@ -40,14 +40,7 @@ def test_stream_is_incremental_and_a_dropped_client_frees_the_instance(server):
     body = {"text": "A long one.", "temperature": 0, "max_new_tokens": 1500}
     response = requests.post(f"{url}/generate-stream", json=body, stream=True, timeout=60)
     assert response.status_code == 200
-    lines = response.iter_lines(decode_unicode=True)
-    events = []
-    for line in lines:
-        if line.startswith("event:"):
-            events.append(line[6:].strip())
-            if events[-1] == "audio":
-                break
-    assert events == ["start", "audio"]
+    assert sse_events(response.iter_lines(decode_unicode=True), until="audio") == ["start", "audio"]
     # Audio arrived while the generation (1500 greedy steps) is still running on the only instance.
     assert _info(url)["pool"]["busy"] == 1
     response.close()  # the client goes away mid-stream

@@ -14,7 +14,7 @@ import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bench.server import get_json, start_server, wait_until
+from bench.server import get_json, sse_events, start_server, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -204,12 +204,7 @@ def test_sigterm_lets_streams_finish_and_refuses_new_ones(multi):
     response = requests.post(f"{multi.url}/generate-stream", json={"text": "Finish me.", "temperature": 0,
                                                                     "max_new_tokens": 600}, stream=True, timeout=60)
     lines = response.iter_lines(decode_unicode=True)
-    events = []
-    for line in lines:
-        if line.startswith("event:"):
-            events.append(line[6:].strip())
-            if events[-1] == "audio":
-                break
+    events = sse_events(lines, until="audio")
     multi.proc.send_signal(signal.SIGTERM)
 
     def refused():
@@ -220,9 +215,7 @@ def test_sigterm_lets_streams_finish_and_refuses_new_ones(multi):
             return True
 
     wait_until(refused, 10, "new connections to be refused")
-    for line in lines:
-        if line.startswith("event:"):
-            events.append(line[6:].strip())
+    events += sse_events(lines)
     assert events[0] == "start" and events[-1] == "done" and "error" not in events
     multi.proc.wait(60)
     assert multi.proc.returncode == 0
