@@ -22,6 +22,7 @@ from model_pool.errors import (
     UnknownScene,
     UnknownVoice,
 )
+from model_pool.library import VoiceExists
 
 log = logging.getLogger("higgs.errors")
 
@@ -40,6 +41,7 @@ STATUS_BY_ERROR: list[tuple[type[HiggsError], int]] = [
     (InvalidRequest, 400),
     (UnknownVoice, 404),
     (UnknownScene, 404),
+    (VoiceExists, 409),
     (Unauthorized, 401),
     (PoolBusy, 503),
     (NotReady, 503),
@@ -47,7 +49,7 @@ STATUS_BY_ERROR: list[tuple[type[HiggsError], int]] = [
     (Cancelled, 499),
 ]
 
-_STATUS_NAMES = {400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 413: "Payload Too Large",
+_STATUS_NAMES = {400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 409: "Conflict", 413: "Payload Too Large",
                  499: "Client Closed Request", 503: "Service Unavailable"}
 
 

@@ -71,6 +71,17 @@ class UploadFilesSchema(ma.Schema):
                             metadata={"description": "reference clip: WAV, FLAC, OGG or MP3, any rate/channels"})
 
 
+class VoiceUploadFormSchema(ma.Schema):
+    name = fields.String(required=True, metadata={"description": "1-64 letters, digits, '_' or '-'"})
+    transcript = fields.String(required=True, validate=[validate.Length(min=1, max=5000), _not_blank],
+                               metadata={"description": "what the clip says (used for cloning)"})
+    overwrite = fields.Boolean(load_default=False)
+
+
+class VoiceUploadFilesSchema(ma.Schema):
+    audio = Upload(required=True, metadata={"description": "WAV, FLAC, OGG or MP3; stored as 24 kHz mono WAV"})
+
+
 class GenerateResponseSchema(ma.Schema):
     success = fields.Boolean()
     message = fields.String()

@@ -7,13 +7,19 @@ added by another worker or host sharing the directory is seen without a restart.
 
 from __future__ import annotations
 
+import fcntl
+import os
 import re
+import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+import soundfile as sf
 import yaml
 
-from .errors import InvalidRequest, UnknownScene, UnknownVoice
+from .errors import HiggsError, InvalidRequest, UnknownScene, UnknownVoice
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg")
@@ -48,9 +54,69 @@ class Voice:
     transcript: str | None
 
 
+class VoiceExists(HiggsError):
+    def __init__(self, name: str):
+        super().__init__(f"voice '{name}' already exists (pass overwrite=true to replace it)")
+        self.name = name
+
+
+@contextmanager
+def _staged(path: Path):
+    """A temporary file beside path (same filesystem, so the final rename is atomic); removed unless renamed."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        yield tmp
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _fsync(path: str) -> None:
+    with open(path, "rb+") as f:
+        os.fsync(f.fileno())
+
+
 class VoiceLibrary:
     def __init__(self, directory: str | Path):
         self.directory = Path(directory)
+
+    @contextmanager
+    def _locked(self, name: str):
+        """One writer per voice name at a time, across threads, workers and hosts sharing the directory."""
+        self.directory.mkdir(parents=True, exist_ok=True)
+        with open(self.directory / f".{name}.lock", "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def save(self, name: str, samples: np.ndarray, sample_rate: int, transcript: str, overwrite: bool = False) -> dict:
+        """Store NAME.wav (16-bit mono) + NAME.txt. Both are written and synced to temporary files first, then
+        renamed into place (transcript first: a new voice is listed only once its audio is there). A failure while
+        writing leaves the old voice untouched; readers never see a partly written file."""
+        check_name(name, "name")
+        text_path, audio_path = self.directory / f"{name}.txt", self.directory / f"{name}.wav"
+        with self._locked(name):
+            if not overwrite and any((self.directory / f"{name}{s}").exists() for s in AUDIO_SUFFIXES):
+                raise VoiceExists(name)
+            with _staged(text_path) as text_tmp, _staged(audio_path) as audio_tmp:
+                Path(text_tmp).write_text(transcript.strip() + "\n", encoding="utf-8")
+                sf.write(audio_tmp, samples, sample_rate, subtype="PCM_16", format="WAV")
+                _fsync(text_tmp)
+                _fsync(audio_tmp)
+                os.replace(text_tmp, text_path)
+                os.replace(audio_tmp, audio_path)
+            for suffix in AUDIO_SUFFIXES[1:]:  # an older voice of the same name in another format would shadow it
+                (self.directory / f"{name}{suffix}").unlink(missing_ok=True)
+        return {"name": name, "file": str(self.directory / f"{name}.wav"), "type": "wav"}
+
+    def delete(self, name: str) -> None:
+        voice = self.get(name, field="name")
+        with self._locked(name):
+            voice.audio_path.unlink(missing_ok=True)  # audio first: the voice disappears from listings at once
+            (self.directory / f"{name}.txt").unlink(missing_ok=True)
 
     def list(self) -> list[dict]:
         voices = []

@@ -6,11 +6,11 @@ import threading
 
 import pytest
 import torch
-from test_batching import TEXTS, run, run_together
 
 from model_pool.engine import HiggsEngine
 from model_pool.request import SamplingParams
 from model_pool.voice_cache import VoiceCache
+from test_batching import TEXTS, run, run_together
 
 
 @pytest.fixture(scope="module")

@@ -9,10 +9,10 @@ import tempfile
 import numpy as np
 import pytest
 import soundfile as sf
-from test_api import make_app
 
 from conftest import write_voice
 from model_pool.library import VoiceLibrary
+from test_api import make_app
 
 
 @pytest.fixture
