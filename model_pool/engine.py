@@ -7,7 +7,6 @@ are produced, a private RNG per request, a cancel check between steps, and batch
 
 from __future__ import annotations
 
-import logging
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,8 +19,6 @@ from .loader import LoadedModel
 from .prompt import AudioSource
 from .request import SamplingParams
 from .voice_cache import VoiceCache
-
-log = logging.getLogger(__name__)
 
 
 @dataclass

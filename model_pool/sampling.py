@@ -34,21 +34,19 @@ class RowSampler:
         self.finished = False
         window = params.ras_win_len or 0
         self._history: deque[torch.Tensor] = deque(maxlen=window) if window > 0 else deque(maxlen=0)
-        self._codebook = torch.arange(num_codebooks, device=device)
 
     def _constrain(self, logits: torch.Tensor) -> torch.Tensor:
         """Apply the delay pattern and min_new_tokens to logits [codebooks, vocab] (float32, a copy)."""
         t = self.step
         if t < self.params.min_new_tokens:
             logits[:, self.eos_id] = NEG_INF
-        forced_bos = self._codebook >= t
-        if bool(forced_bos.any()):
-            logits[forced_bos] = NEG_INF
-            logits[forced_bos, self.bos_id] = 0.0
-        if self.eos_step is not None:
-            forced_eos = (self._codebook < t - self.eos_step) & ~forced_bos
-            logits[forced_eos] = NEG_INF
-            logits[forced_eos, self.eos_id] = 0.0
+        if t < self.num_codebooks:  # codebooks t.. have not started yet: stream-begin only
+            logits[t:] = NEG_INF
+            logits[t:, self.bos_id] = 0.0
+        if self.eos_step is not None:  # codebooks below t - eos_step have ended: stream-end only
+            ended = min(t - self.eos_step, t, self.num_codebooks)
+            logits[:ended] = NEG_INF
+            logits[:ended, self.eos_id] = 0.0
         return logits
 
     def _warp(self, scores: torch.Tensor) -> torch.Tensor:
