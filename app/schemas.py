@@ -8,6 +8,8 @@ from marshmallow import fields, validate
 
 from model_pool.request import GenerationRequest, ReferenceClip, SamplingParams
 
+from .encoder import FORMAT_NAMES
+
 
 class WholeNumber(fields.Integer):
     """An integer that refuses 2.5 (plain Integer truncates it) and booleans, but takes "30" from a form."""
@@ -53,7 +55,15 @@ class GenerateSchema(ma.Schema):
     generation_chunk_buffer_size = WholeNumber(load_default=None, allow_none=True, validate=validate.Range(0, 1000))
 
 
-class UploadFormSchema(GenerateSchema):
+class GenerateFileSchema(GenerateSchema):
+    """/generate and /generate-upload: the whole file, in the format asked for."""
+
+    response_format = fields.String(load_default="wav", validate=validate.OneOf(FORMAT_NAMES),
+                                    metadata={"description": "wav (default), mp3, opus (Ogg), aac (m4a), flac, "
+                                                             "or pcm (raw 16-bit little-endian, 24 kHz mono)"})
+
+
+class UploadFormSchema(GenerateFileSchema):
     """Multipart form fields of /generate-upload."""
 
     ref_text = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=5000),
@@ -71,6 +81,42 @@ class UploadFilesSchema(ma.Schema):
                             metadata={"description": "reference clip: WAV, FLAC, OGG or MP3, any rate/channels"})
 
 
+class SpeechSchema(GenerateSchema):
+    """POST /v1/audio/speech: OpenAI's fields, plus the spec's sampling and chunking fields as extensions."""
+
+    class Meta:
+        exclude = ("text", "ref_audio", "scene_prompt")
+
+    model = fields.String(required=True, validate=validate.Length(min=1, max=200),
+                          metadata={"description": "an id from GET /v1/models (tts-1, tts-1-hd and "
+                                                   "gpt-4o-mini-tts are accepted as aliases)"})
+    input = fields.String(required=True, validate=[validate.Length(min=1, max=20000), _not_blank],
+                          metadata={"description": "the text to speak"})
+    voice = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=600),
+                          metadata={"description": "a voice from GET /v1/audio/voices, profile:NAME, or omitted "
+                                                   "for a smart voice (OpenAI's built-in names mean smart voice)"})
+    instructions = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=4096),
+                                 metadata={"description": "a scene description (or a scene name)"})
+    response_format = fields.String(load_default="mp3", validate=validate.OneOf(FORMAT_NAMES))
+    speed = fields.Float(load_default=1.0, validate=validate.Range(0.25, 4.0),
+                         metadata={"description": "tempo, pitch kept"})
+    stream_format = fields.String(load_default="audio", validate=validate.OneOf(["audio", "sse"]),
+                                  metadata={"description": "audio: the encoded file, sent as it is made; sse: "
+                                                           "speech.audio.delta events (base64 PCM)"})
+
+    @ma.pre_load
+    def _sse_means_pcm(self, data, **kwargs):
+        if isinstance(data, dict) and data.get("stream_format") == "sse" and "response_format" not in data:
+            return {**data, "response_format": "pcm"}
+        return data
+
+    @ma.validates_schema
+    def _sse_is_pcm(self, data, **kwargs):
+        if data.get("stream_format") == "sse" and data.get("response_format") != "pcm":
+            raise ma.ValidationError("stream_format 'sse' sends base64 PCM: use response_format 'pcm' or leave "
+                                     "it out", "response_format")
+
+
 class VoiceUploadFormSchema(ma.Schema):
     name = fields.String(required=True, metadata={"description": "1-64 letters, digits, '_' or '-'"})
     transcript = fields.String(required=True, validate=[validate.Length(min=1, max=5000), _not_blank],
@@ -85,7 +131,10 @@ class VoiceUploadFilesSchema(ma.Schema):
 class GenerateResponseSchema(ma.Schema):
     success = fields.Boolean()
     message = fields.String()
-    audio_base64 = fields.String(metadata={"description": "a WAV file (16-bit PCM, 24 kHz mono), base64"})
+    audio_base64 = fields.String(metadata={"description": "the audio file in response_format (WAV unless asked "
+                                                          "otherwise: 16-bit PCM, 24 kHz mono), base64"})
+    response_format = fields.String()
+    content_type = fields.String()
     sampling_rate = fields.Integer()
     duration = fields.Float(metadata={"description": "seconds: samples / sampling_rate"})
     generated_text = fields.String()

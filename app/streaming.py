@@ -18,6 +18,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import closing
 
 from model_pool.errors import Cancelled, HiggsError
 from model_pool.request import SAMPLE_RATE
@@ -29,13 +30,14 @@ from .errors import public_message
 log = logging.getLogger("higgs.stream")
 
 _END = object()
+COMPLETE = object()  # watched_stream's last item when the generation finished
 
 
 def sse(event: str, data: dict) -> str:
     return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
 
 
-class _Failure:
+class Failure:
     def __init__(self, error: BaseException):
         self.error = error
 
@@ -61,7 +63,7 @@ def client_disconnect_probe(environ: dict) -> Callable[[], bool] | None:
 
 def pump(produce: Callable[[threading.Event], Iterator], cancel: threading.Event, ping_interval: float,
          client_gone: Callable[[], bool] | None = None, tick: float = 0.25) -> Iterator:
-    """Run produce(cancel) in a thread; yield its items, None when a ping is due, and a _Failure if it raised."""
+    """Run produce(cancel) in a thread; yield its items, None when a ping is due, and a Failure if it raised."""
     items: queue.Queue = queue.Queue(maxsize=8)
 
     def put(item) -> bool:
@@ -79,7 +81,7 @@ def pump(produce: Callable[[threading.Event], Iterator], cancel: threading.Event
                 if not put(item):
                     return
         except BaseException as exc:  # noqa: BLE001 - reported to the client as an error event
-            put(_Failure(exc))
+            put(Failure(exc))
         finally:
             put(_END)
 
@@ -105,49 +107,65 @@ def pump(produce: Callable[[threading.Event], Iterator], cancel: threading.Event
         cancel.set()  # a no-op after a normal end; stops the engine when the client went away
 
 
-def event_stream(service, job, text: str, ping_interval: float, client_gone: Callable[[], bool] | None = None,
-                 on_finish: Callable | None = None) -> Iterator[str]:
+def watched_stream(service, job, ping_interval: float, stats: GenerationStats,
+                   client_gone: Callable[[], bool] | None = None, on_finish: Callable | None = None,
+                   label: str = "stream") -> Iterator:
+    """The pieces of one generation as a response sends them: AudioPiece items, None when a keep-alive is due,
+    and finally COMPLETE, or a Failure (already logged). Logs the outcome and calls on_finish(outcome, stats,
+    elapsed) however it ends: done, failed, or closed early because the client went away."""
     cancel = threading.Event()
-    stats = GenerationStats()
     started = time.perf_counter()
     outcome = "cancelled"
-    yield sse("start", {"type": "start", "sampling_rate": SAMPLE_RATE, "format": "pcm_s16le", "channels": 1,
-                        "request_id": job.request_id})
     try:
-        index = 0
         for item in pump(lambda c: service.stream(job, c, stats), cancel, ping_interval, client_gone):
-            if item is None:
-                yield ": ping\n\n"
-                continue
-            if isinstance(item, _Failure):
+            if isinstance(item, Failure):
                 outcome = "error"
                 if isinstance(item.error, HiggsError):
-                    log.info("stream %s: %s", job.request_id, item.error.message)
+                    log.info("%s %s: %s", label, job.request_id, item.error.message)
                 else:
-                    log.error("stream %s failed", job.request_id, exc_info=item.error)
-                yield sse("error", {"type": "error", "message": public_message(item.error),
-                                    "request_id": job.request_id})
+                    log.error("%s %s failed", label, job.request_id, exc_info=item.error)
+                yield item
                 return
-            yield sse("audio", {
-                "type": "audio",
-                "index": index,
-                "audio_base64": pcm16_base64(item.samples),
-                "samples": int(item.samples.shape[0]),
-                "progress": {"generated_tokens": item.generated_tokens, "max_new_tokens": item.max_new_tokens,
-                             "chunk": item.chunk, "total_chunks": item.total_chunks},
-            })
-            index += 1
+            yield item
+        outcome = "ok"
+        yield COMPLETE
     except Cancelled:
         return  # nobody is listening any more; the finally below logs it
-    else:
-        outcome = "ok"
-        yield sse("done", {"type": "done", "success": True, "duration": stats.samples / SAMPLE_RATE,
-                           "sampling_rate": SAMPLE_RATE, "generated_text": text})
     finally:
         cancel.set()  # the client went away (GeneratorExit) or we are done: stop the engine either way
         elapsed = time.perf_counter() - started
-        log.info("stream %s %s: %.2fs audio in %.2fs, first audio %s", job.request_id, outcome,
+        log.info("%s %s %s: %.2fs audio in %.2fs, first audio %s", label, job.request_id, outcome,
                  stats.samples / SAMPLE_RATE, elapsed,
                  f"{stats.first_audio_s:.3f}s" if stats.first_audio_s is not None else "-")
         if on_finish is not None:
             on_finish(outcome, stats, elapsed)
+
+
+def event_stream(service, job, text: str, ping_interval: float, client_gone: Callable[[], bool] | None = None,
+                 on_finish: Callable | None = None) -> Iterator[str]:
+    """/generate-stream's events: start, audio..., then done or error."""
+    stats = GenerationStats()
+    yield sse("start", {"type": "start", "sampling_rate": SAMPLE_RATE, "format": "pcm_s16le", "channels": 1,
+                        "request_id": job.request_id})
+    index = 0
+    with closing(watched_stream(service, job, ping_interval, stats, client_gone, on_finish)) as items:
+        for item in items:
+            if item is None:
+                yield ": ping\n\n"
+            elif item is COMPLETE:
+                yield sse("done", {"type": "done", "success": True, "duration": stats.samples / SAMPLE_RATE,
+                                   "sampling_rate": SAMPLE_RATE, "generated_text": text})
+            elif isinstance(item, Failure):
+                yield sse("error", {"type": "error", "message": public_message(item.error),
+                                    "request_id": job.request_id})
+                return
+            else:
+                yield sse("audio", {
+                    "type": "audio",
+                    "index": index,
+                    "audio_base64": pcm16_base64(item.samples),
+                    "samples": int(item.samples.shape[0]),
+                    "progress": {"generated_tokens": item.generated_tokens, "max_new_tokens": item.max_new_tokens,
+                                 "chunk": item.chunk, "total_chunks": item.total_chunks},
+                })
+                index += 1

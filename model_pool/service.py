@@ -48,6 +48,7 @@ class GenerationStats:
     total_s: float = 0.0
     frames: int = 0
     samples: int = 0
+    prompt_tokens: int = 0  # text and audio tokens of every chunk's prompt (usage reports)
 
 
 class TTSService:
@@ -101,6 +102,7 @@ class TTSService:
             generated = []
             for index in range(len(plan.chunks)):
                 prompt = engine.encode_prompt(plan.conversation(index, generated))
+                stats.prompt_tokens += int(prompt.input_ids.shape[-1])
                 chunk_params = sampling
                 if sampling.seed is not None:  # each chunk its own, still reproducible, random stream
                     chunk_params = replace(sampling, seed=sampling.seed + index)

@@ -70,3 +70,28 @@ def scene_dir(tmp_path) -> Path:
     d.mkdir()
     (d / "quiet_indoor.txt").write_text("Audio is recorded from a quiet room.\n", encoding="utf-8")
     return d
+
+
+_DEMUXERS = {"wav": {"wav"}, "mp3": {"mp3"}, "opus": {"ogg"}, "aac": {"aac", "mov"}, "flac": {"flac"}}
+
+
+def decode_audio(data: bytes, fmt: str) -> tuple[int, float]:
+    """(sample rate, seconds) of an encoded file, decoded back with PyAV (ffmpeg). For Opus, which always decodes
+    at 48 kHz, the rate is the input rate its OpusHead records; pcm is raw 16-bit mono at 24 kHz."""
+    import io
+
+    import av
+
+    if fmt == "pcm":
+        assert len(data) % 2 == 0
+        return 24000, len(data) / 2 / 24000
+    samples, rate = 0, None
+    with av.open(io.BytesIO(data)) as container:
+        assert container.format.name.split(",")[0] in _DEMUXERS[fmt], container.format.name
+        for frame in container.decode(audio=0):
+            samples, rate = samples + frame.samples, frame.sample_rate
+    seconds = samples / rate
+    if fmt == "opus":
+        head = data.index(b"OpusHead")
+        rate = int.from_bytes(data[head + 12:head + 16], "little")
+    return rate, seconds

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import time
 
 from flask import Response, g, request, stream_with_context
@@ -11,9 +12,10 @@ from model_pool.request import SAMPLE_RATE
 from model_pool.service import GenerationStats
 
 from .. import metrics
-from ..audio_format import wav_base64
+from ..encoder import encode_file
 from ..runtime import runtime
 from ..schemas import (
+    GenerateFileSchema,
     GenerateResponseSchema,
     GenerateSchema,
     UploadFilesSchema,
@@ -43,10 +45,13 @@ def _generate(args: dict, endpoint: str, clip=None) -> dict:
         outcome = "ok"
     finally:
         metrics.observe_generation(endpoint, outcome, stats, time.perf_counter() - started, SAMPLE_RATE)
+    audio, content_type = encode_file(samples, args["response_format"])
     return {
         "success": True,
         "message": "Audio generated successfully",
-        "audio_base64": wav_base64(samples),
+        "audio_base64": base64.b64encode(audio).decode("ascii"),
+        "response_format": args["response_format"],
+        "content_type": content_type,
         "sampling_rate": SAMPLE_RATE,
         "duration": samples.shape[0] / SAMPLE_RATE,
         "generated_text": args["text"],
@@ -54,10 +59,10 @@ def _generate(args: dict, endpoint: str, clip=None) -> dict:
 
 
 @blp.route("/generate", methods=["POST"])
-@blp.arguments(GenerateSchema)
+@blp.arguments(GenerateFileSchema)
 @blp.response(200, GenerateResponseSchema)
 def generate(args):
-    """Generate speech; the answer holds a base64 WAV."""
+    """Generate speech; the answer holds a base64 file (WAV unless response_format says otherwise)."""
     return _generate(args, "/generate")
 
 
