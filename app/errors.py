@@ -2,14 +2,15 @@
 
 Body: {"success": false, "code": 400, "status": "Bad Request", "message": "...", "field": "temperature",
 "errors": {"temperature": ["..."]}}. A 500 says only "internal server error" and the request id; the traceback
-goes to the log.
+goes to the log. Under /v1/ (the OpenAI-compatible API) the same status and message take OpenAI's shape:
+{"error": {"message": "...", "type": "invalid_request_error", "param": "voice", "code": "invalid_value"}}.
 """
 
 from __future__ import annotations
 
 import logging
 
-from flask import g, jsonify
+from flask import g, has_request_context, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 from model_pool.errors import (
@@ -35,12 +36,24 @@ class PayloadTooLarge(InvalidRequest):
     pass
 
 
+class UnknownModel(HiggsError):
+    def __init__(self, name: str, known: list[str]):
+        super().__init__(f"unknown model '{name}'; this server serves: {', '.join(known)}")
+        self.field = "model"
+
+
+class StreamAborted(Exception):
+    """Raised inside an audio body after its first byte: the server drops the connection (no final chunk),
+    so the client sees a broken transfer instead of a short file that looks whole."""
+
+
 # Most specific first: the first matching entry decides the status.
 STATUS_BY_ERROR: list[tuple[type[HiggsError], int]] = [
     (PayloadTooLarge, 413),
     (InvalidRequest, 400),
     (UnknownVoice, 404),
     (UnknownScene, 404),
+    (UnknownModel, 404),
     (VoiceExists, 409),
     (Unauthorized, 401),
     (PoolBusy, 503),
@@ -78,7 +91,21 @@ def error_body(status: int, message: str, field: str | None = None, errors: dict
     return body
 
 
+# OpenAI's error body on the OpenAI-compatible paths, so its SDKs raise their usual exceptions with our message.
+_OPENAI_TYPES = {401: "authentication_error", 404: "not_found_error", 499: "cancelled", 503: "server_error",
+                 500: "server_error"}
+_OPENAI_CODES = {400: "invalid_value", 401: "invalid_api_key", 404: "not_found", 409: "conflict",
+                 413: "payload_too_large", 503: "service_unavailable", 500: "internal_error"}
+
+
+def openai_body(status: int, body: dict) -> dict:
+    return {"error": {"message": body["message"], "type": _OPENAI_TYPES.get(status, "invalid_request_error"),
+                      "param": body.get("field"), "code": _OPENAI_CODES.get(status)}}
+
+
 def _respond(status: int, body: dict, headers: dict | None = None):
+    if has_request_context() and request.path.startswith("/v1/"):
+        body = openai_body(status, body)
     response = jsonify(body)
     response.status_code = status
     for key, value in (headers or {}).items():

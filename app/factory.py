@@ -39,12 +39,13 @@ def create_app(config: dict | None = None, runtime: Runtime | None = None) -> Fl
     )
     CORS(app, origins=[o.strip() for o in settings.cors_origins.split(",")], expose_headers=["X-Request-ID"])
     api = Api(app)
-    from .routes import generate, health, info, voices
+    from .routes import generate, health, info, openai, voices
 
     api.register_blueprint(health.blp)
     api.register_blueprint(info.blp)
     api.register_blueprint(generate.blp)
     api.register_blueprint(voices.blp)
+    api.register_blueprint(openai.blp)
     app.register_blueprint(metrics.blp)
     errors.register(app)
 

@@ -93,8 +93,8 @@ class SpeechSchema(GenerateSchema):
     input = fields.String(required=True, validate=[validate.Length(min=1, max=20000), _not_blank],
                           metadata={"description": "the text to speak"})
     voice = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=600),
-                          metadata={"description": "a voice from GET /v1/audio/voices, profile:NAME, or omitted "
-                                                   "for a smart voice (OpenAI's built-in names mean smart voice)"})
+                          metadata={"description": "a voice from GET /v1/audio/voices (or {\"id\": NAME}), "
+                                                   "profile:NAME, or omitted for a smart voice (OpenAI's built-in names mean smart voice)"})
     instructions = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=4096),
                                  metadata={"description": "a scene description (or a scene name)"})
     response_format = fields.String(load_default="mp3", validate=validate.OneOf(FORMAT_NAMES))
@@ -105,9 +105,14 @@ class SpeechSchema(GenerateSchema):
                                                            "speech.audio.delta events (base64 PCM)"})
 
     @ma.pre_load
-    def _sse_means_pcm(self, data, **kwargs):
-        if isinstance(data, dict) and data.get("stream_format") == "sse" and "response_format" not in data:
-            return {**data, "response_format": "pcm"}
+    def _openai_shapes(self, data, **kwargs):
+        if not isinstance(data, dict):
+            return data
+        voice = data.get("voice")
+        if isinstance(voice, dict) and set(voice) == {"id"}:  # the SDK's custom-voice form: {"id": "NAME"}
+            data = {**data, "voice": voice["id"]}
+        if data.get("stream_format") == "sse" and "response_format" not in data:
+            data = {**data, "response_format": "pcm"}
         return data
 
     @ma.validates_schema

@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 
+import openai
 import pytest
 import requests
 
@@ -49,6 +50,23 @@ def test_stream_is_incremental_and_a_dropped_client_frees_the_instance(server):
     assert "cancelled" in log
     done = requests.post(f"{url}/generate", json={"text": "Next.", "max_new_tokens": 20}, timeout=60)
     assert done.status_code == 200 and json.loads(done.text)["success"] is True
+
+
+def test_openai_sdk_reads_audio_chunks_while_generation_runs(server):
+    url, _ = server
+    client = openai.OpenAI(api_key="unused", base_url=f"{url}/v1", max_retries=0)
+    request = {"model": "tts-1", "input": "A long one.", "voice": "belinda", "response_format": "mp3",
+               "extra_body": {"temperature": 0, "max_new_tokens": 1500}}
+    with client.audio.speech.with_streaming_response.create(**request) as response:
+        assert response.headers["content-type"] == "audio/mpeg"
+        chunks = response.iter_bytes()
+        first = next(chunks)
+        assert first[:3] == b"ID3" or first[0] == 0xFF  # an mp3 stream's start
+        # Audio arrived while the generation (1500 greedy steps) is still running on the only instance.
+        assert _info(url)["pool"]["busy"] == 1
+        received = len(first) + len(next(chunks))
+        assert received > len(first)
+    wait_until(lambda: _info(url)["pool"]["busy"] == 0, 10, "the instance to be given back after the client left")
 
 
 def test_spec_python_client_example(server, tmp_path):
