@@ -1,4 +1,5 @@
-"""Optional API key: `Authorization: Bearer KEY` or `X-API-Key: KEY` on every endpoint but the health checks.
+"""Optional API key: `Authorization: Bearer KEY` or `X-API-Key: KEY` on every endpoint but the health checks
+and the playground page.
 
 CORS preflights (OPTIONS) carry no credentials by design, so they pass; the request that follows is checked.
 """
@@ -13,7 +14,8 @@ from flask import Flask, request
 from .errors import Unauthorized
 
 log = logging.getLogger("higgs.auth")
-OPEN_PATHS = frozenset({"/healthz", "/readyz"})
+# The playground page holds no data (its API calls carry the key the user types), so a browser can load it.
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/", "/playground"})
 
 
 def _presented() -> str:

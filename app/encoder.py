@@ -123,7 +123,8 @@ class StreamEncoder:
         self.sink = io.BytesIO() if seekable else _Sink()
         container = self.format.file_container if seekable else self.format.stream_container
         if self.format.codec is not None:
-            options = {} if seekable else dict(self.format.options)
+            # bitexact: no encoder tag, so a WAV has the plain 44-byte header naive clients expect.
+            options = {"fflags": "+bitexact", **({} if seekable else dict(self.format.options))}
             self.container = av.open(self.sink, "w", format=container, options=options)
             self.stream = self.container.add_stream(self.format.codec, rate=SAMPLE_RATE, layout="mono")
 

@@ -39,7 +39,7 @@ def create_app(config: dict | None = None, runtime: Runtime | None = None) -> Fl
     )
     CORS(app, origins=[o.strip() for o in settings.cors_origins.split(",")], expose_headers=["X-Request-ID"])
     api = Api(app)
-    from .routes import generate, health, info, openai, voices
+    from .routes import generate, health, info, openai, playground, voices
 
     api.register_blueprint(health.blp)
     api.register_blueprint(info.blp)
@@ -47,6 +47,7 @@ def create_app(config: dict | None = None, runtime: Runtime | None = None) -> Fl
     api.register_blueprint(voices.blp)
     api.register_blueprint(openai.blp)
     app.register_blueprint(metrics.blp)
+    app.register_blueprint(playground.blp)
     errors.register(app)
 
     rt = runtime or Runtime(settings)

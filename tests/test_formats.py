@@ -104,3 +104,8 @@ def test_generate_upload_takes_response_format(client):
 def test_unknown_format_is_a_422_naming_the_field(client):
     response = client.post("/generate", json={"text": "x", "response_format": "ogg-vorbis"})
     assert response.status_code == 422 and response.json["field"] == "response_format"
+
+
+def test_wav_has_the_plain_44_byte_header():
+    data, _ = encode_file(TONE, "wav")
+    assert data[:4] == b"RIFF" and data[36:40] == b"data" and len(data) == 44 + TONE.shape[0] * 2
