@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 DEMO_DIR := .demo/tiny
 ARGS ?=
 
-.PHONY: run demo test lint voices tiny bench clean
+.PHONY: run demo test lint voices tiny bench clean system-deps
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -27,7 +27,14 @@ demo: $(VENV)/.installed tiny
 	HF_HUB_OFFLINE=1 $(PY) api_server.py --model-path $(DEMO_DIR)/model \
 		--audio-tokenizer-path $(DEMO_DIR)/audio_tokenizer --device cpu $(ARGS)
 
-test: $(VENV)/.installed
+# Debian's Chromium and nginx: the browser tests drive the playground in Chromium, the deployment tests put
+# nginx (deploy/nginx.conf) in front of two instances. Installed with apt-get when missing (root or sudo).
+system-deps:
+	@command -v chromium >/dev/null && command -v nginx >/dev/null || { \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium nginx-light; }
+
+test: $(VENV)/.installed system-deps
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q $(ARGS)
 
 lint: $(VENV)/.installed

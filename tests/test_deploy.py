@@ -1,0 +1,210 @@
+"""deploy/ proven: Debian's nginx with deploy/nginx.conf in front of two `python api_server.py` instances (two
+ports, one shared voice directory), and the systemd unit's command and environment run as systemd would."""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+import soundfile as sf
+
+from bench.server import Server, free_port, start_server, wait_until
+from conftest import EXAMPLES, ROOT, write_voice
+
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+STREAM = {"text": "Through the proxy.", "temperature": 0, "max_new_tokens": 300}
+
+
+def render_nginx_conf(site: str, listen: int, upstreams: list[int], prefix: Path) -> str:
+    """deploy/nginx.conf as shipped, pointed at our ports, inside a minimal main config under `prefix`."""
+    upstream = re.search(r"upstream higgs_audio \{(.*?)\}", site, re.S)
+    servers = "".join(f"\n    server 127.0.0.1:{port};" for port in upstreams)
+    body = re.sub(r"\n\s*server 127\.0\.0\.1:\d+;", "", upstream.group(1))  # the shipped (active) entries
+    site = site.replace(upstream.group(1), servers + body)
+    site, count = re.subn(r"listen 80;", f"listen 127.0.0.1:{listen};", site)
+    assert count == 1, "deploy/nginx.conf should have one `listen 80;`"
+    user = "user root;" if os.geteuid() == 0 else ""
+    return f"""
+daemon off;
+worker_processes 1;
+{user}
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log info;
+events {{ worker_connections 256; }}
+http {{
+    access_log {prefix}/access.log;
+    client_body_temp_path {prefix}/body;
+    proxy_temp_path {prefix}/proxy;
+{site}
+}}
+"""
+
+
+@pytest.fixture(scope="module")
+def deployment(tiny_checkpoint, tmp_path_factory):
+    shared = tmp_path_factory.mktemp("shared_voices")
+    shutil.copytree(EXAMPLES / "voice_prompts", shared, dirs_exist_ok=True)
+    servers: list[Server] = []
+    nginx = None
+    try:
+        for name in ("a", "b"):
+            servers.append(start_server(tiny_checkpoint, tmp_path_factory.mktemp(f"instance_{name}"),
+                                        "--voice-prompts-dir", str(shared), "--max-new-tokens", "600"))
+        prefix = tmp_path_factory.mktemp("nginx")
+        port = free_port()
+        conf = prefix / "nginx.conf"
+        conf.write_text(render_nginx_conf((ROOT / "deploy" / "nginx.conf").read_text(), port,
+                                          [s.port for s in servers], prefix))
+        subprocess.run([NGINX, "-t", "-p", str(prefix), "-c", str(conf), "-e", str(prefix / "error.log")],
+                       check=True, capture_output=True)
+        nginx = subprocess.Popen([NGINX, "-p", str(prefix), "-c", str(conf), "-e", str(prefix / "error.log")],
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        url = f"http://127.0.0.1:{port}"
+
+        def up():
+            try:
+                return requests.get(f"{url}/readyz", timeout=2).status_code == 200
+            except requests.RequestException:
+                return False
+
+        wait_until(up, 30, "nginx to proxy to the instances")
+        yield url, servers, shared
+    finally:
+        if nginx is not None:
+            nginx.terminate()
+            nginx.wait(30)
+        for server in servers:
+            server.stop()
+
+
+def test_requests_reach_both_instances(deployment):
+    url, servers, _ = deployment
+    ids = []
+    for _ in range(8):
+        response = requests.get(f"{url}/info", timeout=10)
+        assert response.status_code == 200 and response.json()["is_loaded"] is True
+        ids.append(response.headers["X-Request-ID"])  # nginx's $request_id, passed through by the app
+    assert len(set(ids)) == 8 and all(re.fullmatch(r"[0-9a-f]{32}", i) for i in ids)
+    served = [sum(i in server.log() for i in ids) for server in servers]
+    assert sum(served) == 8 and min(served) >= 1, served
+
+
+def _first_audio_and_total(endpoint: str) -> tuple[float, float]:
+    started = time.perf_counter()
+    first = None
+    with requests.post(f"{endpoint}/generate-stream", json=STREAM, stream=True, timeout=120) as response:
+        assert response.status_code == 200
+        assert response.headers["Content-Type"].startswith("text/event-stream")
+        for line in response.iter_lines(decode_unicode=True):
+            if line == "event: audio" and first is None:
+                first = time.perf_counter() - started
+            if line == "event: done":
+                return first, time.perf_counter() - started
+    raise AssertionError("the stream ended without a done event")
+
+
+def test_a_stream_through_nginx_arrives_incrementally(deployment):
+    url, servers, _ = deployment
+    direct, proxied = [], []
+    for _ in range(3):  # interleaved, so both see the same machine load
+        direct.append(_first_audio_and_total(servers[0].url))
+        proxied.append(_first_audio_and_total(url))
+    direct_first = statistics.median(first for first, _ in direct)
+    proxied_first = statistics.median(first for first, _ in proxied)
+    proxied_total = statistics.median(total for _, total in proxied)
+    print(f"\nfirst audio: direct {direct_first * 1000:.0f} ms, through nginx {proxied_first * 1000:.0f} ms; "
+          f"stream total through nginx {proxied_total:.2f} s")
+    assert proxied_first <= direct_first + 0.1
+    assert proxied_first < 0.5 * proxied_total  # not buffered until the end
+
+
+def test_a_voice_uploaded_through_one_instance_is_used_by_the_other(deployment, tmp_path):
+    url, (a, b), shared = deployment
+    clip = write_voice(tmp_path, "clip", seconds=1.5)
+    with open(clip, "rb") as audio:
+        created = requests.post(f"{a.url}/voices", data={"name": "shared_voice", "transcript": "Reference words."},
+                                files={"audio": ("clip.wav", audio, "audio/wav")}, timeout=30)
+    assert created.status_code == 201, created.text
+    assert "shared_voice" in [v["name"] for v in requests.get(f"{b.url}/voices", timeout=10).json()["voices"]]
+    used = requests.post(f"{b.url}/generate", json={"text": "Mine now.", "ref_audio": "shared_voice",
+                                                    "max_new_tokens": 30}, timeout=60)
+    assert used.status_code == 200 and used.json()["success"] is True
+    for _ in range(4):  # through nginx, whichever instance answers
+        assert requests.post(f"{url}/generate", json={"text": "Again.", "ref_audio": "shared_voice",
+                                                      "max_new_tokens": 20}, timeout=60).status_code == 200
+    assert requests.delete(f"{b.url}/voices/shared_voice", timeout=10).status_code in (200, 204)
+    missing = requests.post(f"{a.url}/generate", json={"text": "Gone.", "ref_audio": "shared_voice"}, timeout=30)
+    assert missing.status_code == 404 and not (shared / "shared_voice.wav").exists()
+
+
+def test_an_upload_through_nginx(deployment, tmp_path):
+    url, _, _ = deployment
+    buffer = io.BytesIO()
+    sf.write(buffer, sf.read(write_voice(tmp_path, "up", seconds=1.0))[0], 24000, format="FLAC")
+    response = requests.post(f"{url}/generate-upload", data={"text": "Uploaded.", "max_new_tokens": "20"},
+                             files={"ref_audio_file": ("up.flac", buffer.getvalue(), "audio/flac")}, timeout=60)
+    assert response.status_code == 200 and response.json()["success"] is True
+
+
+def _unit() -> tuple[dict[str, str], dict[str, str]]:
+    """deploy/higgs-audio-server.service: its [Service] settings and its Environment= variables."""
+    service, environment, section = {}, {}, None
+    for line in (ROOT / "deploy" / "higgs-audio-server.service").read_text().splitlines():
+        line = line.strip()
+        if line.startswith("["):
+            section = line
+        elif section == "[Service]" and "=" in line and not line.startswith("#"):
+            key, value = line.split("=", 1)
+            if key == "Environment":
+                name, _, setting = value.partition("=")
+                environment[name] = setting
+            else:
+                service[key] = value
+    return service, environment
+
+
+def test_the_systemd_units_command_and_environment_serve_and_stop_in_time(tiny_checkpoint, tmp_path):
+    service, environment = _unit()
+    assert service["Restart"] == "on-failure" and service["KillSignal"] == "SIGTERM"
+    stop_limit = int(service["TimeoutStopSec"])
+    assert stop_limit > int(environment["HIGGS_GRACEFUL_TIMEOUT"])  # systemd waits out gunicorn's grace
+    command = service["ExecStart"].split()
+    assert Path(command[0]).name == "python" and command[1:] == ["api_server.py"]
+    port = free_port()
+    env = {**os.environ, **environment, "HF_HUB_OFFLINE": "1", "HIGGS_PORT": str(port),
+           "HIGGS_MODEL_PATH": str(tiny_checkpoint / "model"),
+           "HIGGS_AUDIO_TOKENIZER_PATH": str(tiny_checkpoint / "audio_tokenizer"), "HIGGS_DEVICE": "cpu",
+           "HIGGS_VOICE_PROMPTS_DIR": str(EXAMPLES / "voice_prompts"),
+           "HIGGS_LOG_FILE": str(tmp_path / "api_server.log"), "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "m")}
+    # The unit's WorkingDirectory is the checkout; its python is the venv's (this interpreter).
+    with open(tmp_path / "stderr.log", "w") as stderr:
+        proc = subprocess.Popen([sys.executable, "api_server.py"], cwd=ROOT, env=env,
+                                stdout=subprocess.DEVNULL, stderr=stderr)
+    try:
+        def ready():
+            assert proc.poll() is None, (tmp_path / "stderr.log").read_text()[-2000:]
+            try:
+                return requests.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code == 200
+            except requests.RequestException:
+                return False
+
+        wait_until(ready, 120, "the unit's server to be ready")
+        info = requests.get(f"http://127.0.0.1:{port}/info", timeout=5).json()
+        assert info["model_name"] == env["HIGGS_MODEL_PATH"]  # configuration came from Environment=
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)  # what `systemctl stop` sends (KillSignal)
+        assert proc.wait(stop_limit) == 0
+        assert time.monotonic() - started < stop_limit
+    finally:
+        if proc.poll() is None:
+            proc.kill()
