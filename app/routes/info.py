@@ -16,6 +16,9 @@ SUPPORTED_FEATURES = [
     "smart voice",
     "scene description",
     "streaming generation",
+    "response formats: wav, mp3, opus, aac, flac, pcm",
+    "OpenAI-compatible speech API (/v1/audio/speech)",
+    "voice library API",
 ]
 
 
