@@ -35,6 +35,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[Settings, argparse.Namesp
     p.add_argument("--threads", type=int, default=d.threads, help="threads per worker (0: automatic)")
     p.add_argument("--instances-per-device", type=int, default=d.instances_per_device,
                    help="preloaded model instances per device in each worker")
+    p.add_argument("--cpu-threads", type=int, default=d.cpu_threads,
+                   help="torch threads per instance on CPU (0: the cores less one, split between instances)")
     p.add_argument("--max-batch-size", type=int, default=d.max_batch_size,
                    help="requests one instance decodes together (1: no batching)")
     p.add_argument("--compile", action="store_true", default=d.compile,

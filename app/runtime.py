@@ -34,7 +34,7 @@ class Runtime:
         )
 
     def _build_pool(self):
-        from model_pool.pool import ModelPool
+        from model_pool.pool import ModelPool, split_cpu_threads
 
         s = self.settings
         return ModelPool.load(
@@ -47,6 +47,7 @@ class Runtime:
             compile=s.compile,
             max_prompt_tokens=2048,
             max_cache_len=2048 + s.max_new_tokens + 64,
+            cpu_threads=s.cpu_threads or split_cpu_threads(s.instances_per_device * max(1, s.workers)),
         )
 
     def start(self) -> Runtime:

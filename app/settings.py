@@ -25,6 +25,7 @@ class Settings:
     voice_prompts_dir: str = "examples/voice_prompts"
     scene_prompts_dir: str = "examples/scene_prompts"
     instances_per_device: int = 1
+    cpu_threads: int = 0  # torch threads per instance on CPU; 0: the cores, less one, split between instances
     max_batch_size: int = 8  # concurrent requests decoded together by one instance; 1 turns batching off
     compile: bool = False  # static KV cache + torch.compile of the decode step (CUDA graphs on GPUs)
     workers: int = 1

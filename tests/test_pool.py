@@ -82,8 +82,10 @@ def test_full_queue_refuses_at_once():
 
 
 def test_cpu_threads_are_split_between_instances():
-    assert split_cpu_threads(1, cores=8) == 8
-    assert split_cpu_threads(2, cores=8) == 4
+    assert split_cpu_threads(1, cores=8) == 7  # one core left for stream decoding and HTTP
+    assert split_cpu_threads(2, cores=8) == 3
+    assert split_cpu_threads(1, cores=2) == 1
+    assert split_cpu_threads(1, cores=1) == 1
     assert split_cpu_threads(16, cores=8) == 1
 
 
