@@ -50,11 +50,13 @@ def in_process(checkpoint: Path, device: str, frames: int, repeats: int, compile
     from model_pool.engine import HiggsEngine
     from model_pool.library import SceneLibrary, VoiceLibrary
     from model_pool.loader import load
-    from model_pool.pool import ModelPool
+    from model_pool.pool import ModelPool, split_cpu_threads
     from model_pool.request import GenerationRequest, SamplingParams
     from model_pool.service import TTSService
     from model_pool.voice_cache import VoiceCache
 
+    if device == "cpu":  # (a), (b) and the server run with the same torch threads
+        torch.set_num_threads(split_cpu_threads(1))
     loaded = load(str(checkpoint / "model"), str(checkpoint / "audio_tokenizer"), torch.device(device))
     steps = frames + 8
     engine = HiggsEngine(loaded, VoiceCache(), name="bench")
