@@ -79,8 +79,8 @@ def in_process(checkpoint: Path, device: str, frames: int, repeats: int, compile
         audio = service.generate(job)
         assert audio.shape[0] == frames * 960, audio.shape
 
-    contenders = [("a", "library: transformers generate + processor decode", library),
-                  ("b", "engine in-process (service.generate)", ours)]
+    contenders = [("a", "library: transformers generate + processor decode", library, 1),
+                  ("b", "engine in-process (service.generate)", ours, 1)]
     if compiled:
         # One stream, so one slot, and a cache just long enough: the static step always pays for every slot and
         # every cache column, which on a CPU costs more than it saves.
@@ -89,18 +89,49 @@ def in_process(checkpoint: Path, device: str, frames: int, repeats: int, compile
                            max_prompt_tokens=reserve, max_cache_len=reserve + steps + 16)
         fast_service = TTSService(lambda: ModelPool([fast]), service.voices, service.scenes, max_new_tokens=steps)
         contenders.append(("b_compiled", "engine in-process, compiled decode step",
-                           lambda: fast_service.generate(job)))
-    # Interleaved rounds (a, b, a, b, ...): this machine's speed drifts by 10-20% over a minute, which would
+                           lambda: fast_service.generate(job), 1))
+    contenders += bare_model(loaded, prompt.input_ids, frames)
+    # Interleaved rounds (a, b, ..., a, b, ...): this machine's speed drifts by 10-20% over a minute, which would
     # otherwise land on whichever contender ran during the slow stretch.
-    for _, _, fn in contenders:
+    for _, _, fn, _ in contenders:
         fn()  # warm-up
-    times: dict[str, list[float]] = {key: [] for key, _, _ in contenders}
+    times: dict[str, list[float]] = {key: [] for key, _, _, _ in contenders}
     for _ in range(repeats):
-        for key, _, fn in contenders:
+        for key, _, fn, _ in contenders:
             started = time.perf_counter()
             fn()
             times[key].append(time.perf_counter() - started)
-    return [_row(key, name, times[key], frames) for key, name, _ in contenders]
+    return [_row(key, name, times[key], frames * batch) for key, name, _, batch in contenders]
+
+
+def bare_model(loaded, input_ids, frames: int, rows: int = 8) -> list[tuple]:
+    """(g) The ceiling for batching on this hardware: the model alone (no engine, sampling or decoding), N
+    prefills then the decode forwards of a batch of N rows, against the same with one row."""
+    import torch
+    from transformers import DynamicCache
+
+    model, config = loaded.model, loaded.model.config
+    steps = frames + 8
+
+    def loop(batch: int):
+        ids = input_ids.to(loaded.device).unsqueeze(0)
+        cache = DynamicCache(config=config)
+        with torch.inference_mode():
+            for _ in range(batch - 1):  # every request is prefilled, as in the engine
+                model(input_ids=ids, past_key_values=DynamicCache(config=config), use_cache=True, logits_to_keep=1)
+            model(input_ids=ids.repeat(batch, 1), past_key_values=cache, use_cache=True, logits_to_keep=1)
+            mask = torch.ones((batch, ids.shape[1]), dtype=torch.long, device=loaded.device)
+            codes = torch.zeros((batch, 1, config.num_codebooks), dtype=torch.long, device=loaded.device)
+            for i in range(steps):
+                mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+                positions = torch.full((batch, 1), ids.shape[1] + i, device=loaded.device)
+                model(audio_input_ids=codes, attention_mask=mask, position_ids=positions, past_key_values=cache,
+                      use_cache=True)
+        if loaded.device.type == "cuda":
+            torch.cuda.synchronize()
+
+    return [("g_1", "bare model loop, 1 row (prefill + forwards)", lambda: loop(1), 1),
+            (f"g_{rows}", f"bare model loop, {rows} rows", lambda: loop(rows), rows)]
 
 
 def _body(frames: int, **extra) -> dict:
@@ -233,6 +264,7 @@ def ratios(rows: list[dict]) -> dict:
             by["d"]["first_audio_s"] / by["d"]["median_s"] if "d" in by else None,
         "8_clients_vs_1_batching_on (target >= 4)": ratio("e_batching on_8", "e_batching on_1", "frames_per_s"),
         "8_clients_vs_1_batching_off": ratio("e_batching off_8", "e_batching off_1", "frames_per_s"),
+        "bare_model_8_rows_vs_1 (g: the hardware's ceiling for e)": ratio("g_8", "g_1", "frames_per_s"),
         "4_clients_two_instances_vs_1 (target >= 3)": ratio("e_two instances_4", "e_batching on_1",
                                                            "frames_per_s"),
         "cached_clone_vs_uncached": ratio("f_cached", "f_uncached"),
