@@ -107,3 +107,19 @@ def test_batch_slots_spread_requests_over_instances():
             with pool.lend(1):
                 pass
     assert pool.stats()["requests"] == 0
+
+
+def test_cpu_threads_flag_reaches_torch(tiny_checkpoint):
+    import torch
+
+    from api_server import parse_args
+
+    settings, _ = parse_args(["--cpu-threads", "2"])
+    assert settings.cpu_threads == 2 and settings.environ()["HIGGS_CPU_THREADS"] == "2"
+    before = torch.get_num_threads()
+    try:
+        ModelPool.load(str(tiny_checkpoint / "model"), str(tiny_checkpoint / "audio_tokenizer"), device="cpu",
+                       cpu_threads=settings.cpu_threads)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
