@@ -156,10 +156,13 @@ def _value_strategy(prop: dict):
 
 def test_fuzz_from_the_openapi_document(single):
     spec = requests.get(f"{single.url}/openapi.json", timeout=10).json()
-    props = spec["components"]["schemas"]["Generate"]["properties"]
-    bodies = st.fixed_dictionaries(
-        {}, optional={name: _value_strategy(prop) for name, prop in props.items()} | {"junk_field": st.integers()}
-    )
+    def bodies_of(schema: str):
+        props = spec["components"]["schemas"][schema]["properties"]
+        return st.fixed_dictionaries(
+            {}, optional={name: _value_strategy(prop) for name, prop in props.items()} | {"junk_field": st.integers()}
+        )
+
+    bodies, speech_bodies = bodies_of("Generate"), bodies_of("Speech")
     raw = st.one_of(st.binary(max_size=200), st.text(max_size=200).map(str.encode))
     seen = {"count": 0}
 
@@ -172,9 +175,10 @@ def test_fuzz_from_the_openapi_document(single):
         seen["count"] += 1
         assert response.status_code < 500, (response.status_code, response.text[:300])
 
-    @settings(max_examples=320, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
-    @given(body=bodies, raw_body=raw, choice=st.integers(0, 5), text=st.text(min_size=1, max_size=60))
-    def run(body, raw_body, choice, text):
+    @settings(max_examples=360, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+    @given(body=bodies, speech=speech_bodies, raw_body=raw, choice=st.integers(0, 6),
+           text=st.text(min_size=1, max_size=60))
+    def run(body, speech, raw_body, choice, text):
         url = single.url
         if choice == 0:  # a JSON body built from the schema with real text, so many reach the deeper checks
             payload = {**body, "text": text}
@@ -191,13 +195,20 @@ def test_fuzz_from_the_openapi_document(single):
                                 timeout=30))
         elif choice == 4:
             check(post_json("/generate", body))
+        elif choice == 6:  # the OpenAI-compatible endpoint; a 200 is read to its end (an aborted body raises)
+            payload = {"model": "higgs-audio-v2", "input": text, **speech}
+            payload.setdefault("max_new_tokens", 8)
+            response = post_json("/v1/audio/speech", payload)
+            check(response)
+            if response.status_code >= 400:
+                assert "error" in response.json() and "message" in response.json()["error"]
         else:  # names in paths and wrong methods
             check(requests.get(f"{url}/voices/{text}", timeout=30))
             check(requests.delete(f"{url}/generate", timeout=30))
 
     run()
     print(f"fuzz: {seen['count']} malformed or random requests, no 5xx, no hang")
-    assert seen["count"] >= 300
+    assert seen["count"] >= 340
 
 
 def test_sigterm_lets_streams_finish_and_refuses_new_ones(multi):
