@@ -120,6 +120,7 @@ class StreamEncoder:
         self.stretch = TimeStretch(speed) if speed != 1.0 else None
         self.pts = 0
         self.container = self.stream = None
+        self.seekable = seekable
         self.sink = io.BytesIO() if seekable else _Sink()
         container = self.format.file_container if seekable else self.format.stream_container
         if self.format.codec is not None:
@@ -130,7 +131,7 @@ class StreamEncoder:
 
     @property
     def mime(self) -> str:
-        return self.format.file_mime if isinstance(self.sink, io.BytesIO) else self.format.stream_mime
+        return self.format.file_mime if self.seekable else self.format.stream_mime
 
     def push(self, samples: np.ndarray) -> bytes:
         if self.stretch is not None:
@@ -143,9 +144,7 @@ class StreamEncoder:
             for packet in self.stream.encode(None):
                 self.container.mux(packet)
             self.container.close()
-        if isinstance(self.sink, io.BytesIO):
-            return self.sink.getvalue()
-        return data + self.sink.take()
+        return self.sink.getvalue() if self.seekable else data + self.sink.take()
 
     def _encode(self, samples: np.ndarray) -> bytes:
         if samples.size:
@@ -156,7 +155,7 @@ class StreamEncoder:
                 for packet in self.stream.encode(_frame(pcm, self.pts)):
                     self.container.mux(packet)
                 self.pts += pcm.shape[0]
-        return self.sink.take() if isinstance(self.sink, _Sink) else b""
+        return b"" if self.seekable else self.sink.take()
 
 
 def encode_file(samples: np.ndarray, fmt: str, speed: float = 1.0) -> tuple[bytes, str]:
