@@ -20,6 +20,8 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import closing
 
+from flask import Response, stream_with_context
+
 from model_pool.errors import Cancelled, HiggsError
 from model_pool.request import SAMPLE_RATE
 from model_pool.service import GenerationStats
@@ -169,3 +171,9 @@ def event_stream(service, job, text: str, ping_interval: float, client_gone: Cal
                                  "chunk": item.chunk, "total_chunks": item.total_chunks},
                 })
                 index += 1
+
+
+def stream_response(body: Iterator, mimetype: str, request_id: str) -> Response:
+    """A streamed answer that proxies pass on as it is made (no caching, nginx buffering off)."""
+    return Response(stream_with_context(body), mimetype=mimetype,
+                    headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "X-Request-ID": request_id})

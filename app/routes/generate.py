@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import base64
 import time
+from functools import partial
 
-from flask import Response, g, request, stream_with_context
+from flask import request
 from flask_smorest import Blueprint
 
 from model_pool.request import SAMPLE_RATE
@@ -13,32 +14,22 @@ from model_pool.service import GenerationStats
 
 from .. import metrics
 from ..encoder import encode_file
-from ..runtime import runtime
+from ..runtime import prepare_job, runtime
 from ..schemas import (
     GenerateFileSchema,
     GenerateResponseSchema,
     GenerateSchema,
     UploadFilesSchema,
     UploadFormSchema,
-    to_generation_request,
 )
-from ..streaming import client_disconnect_probe, event_stream
+from ..streaming import client_disconnect_probe, event_stream, stream_response
 from ..uploads import read_upload
 
 blp = Blueprint("generate", __name__, description="Text to speech")
 
 
-def _prepare(args: dict, clip=None):
-    rt = runtime()
-    # Every input check happens here, before any model work and before a stream's first byte.
-    job = rt.service.prepare(to_generation_request(args, rt.settings.max_new_tokens, clip))
-    job.request_id = g.request_id
-    rt.require_ready()
-    return rt, job
-
-
 def _generate(args: dict, endpoint: str, clip=None) -> dict:
-    rt, job = _prepare(args, clip)
+    rt, job = prepare_job(args, clip)
     stats, started, outcome = GenerationStats(), time.perf_counter(), "error"
     try:
         samples = rt.service.generate(job, stats)
@@ -72,19 +63,13 @@ def generate(args):
               content_type="text/event-stream")
 def generate_stream(args):
     """Stream speech as it is generated (Server-Sent Events)."""
-    rt, job = _prepare(args)
+    rt, job = prepare_job(args)
     rt.service.admit()  # a full queue is a 503 now, not an error event later
 
-    def finished(outcome, stats, elapsed):
-        metrics.observe_generation("/generate-stream", outcome, stats, elapsed, SAMPLE_RATE)
-
+    finished = partial(metrics.observe_generation, "/generate-stream", sample_rate=SAMPLE_RATE)
     events = event_stream(rt.service, job, args["text"], rt.settings.ping_interval,
                           client_gone=client_disconnect_probe(request.environ), on_finish=finished)
-    return Response(
-        stream_with_context(events),
-        mimetype="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "X-Request-ID": job.request_id},
-    )
+    return stream_response(events, "text/event-stream", job.request_id)
 
 
 @blp.route("/generate-upload", methods=["POST"])

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import logging
 import time
+from functools import partial
 
-from flask import Response, g, request, stream_with_context
+from flask import request
 from flask_smorest import Blueprint
 
 from model_pool.errors import HiggsError, UnknownVoice
@@ -18,10 +19,10 @@ from model_pool.request import SAMPLE_RATE
 from .. import metrics
 from ..encoder import StreamEncoder
 from ..errors import UnknownModel
-from ..runtime import runtime
-from ..schemas import SpeechSchema, to_generation_request
+from ..runtime import prepare_job, runtime
+from ..schemas import SpeechSchema
 from ..speech_stream import audio_body, sse_body
-from ..streaming import client_disconnect_probe
+from ..streaming import client_disconnect_probe, stream_response
 
 log = logging.getLogger("higgs.openai")
 blp = Blueprint("openai", __name__, url_prefix="/v1", description="OpenAI-compatible speech API")
@@ -59,30 +60,23 @@ def _voice(name: str | None) -> str | None:
               content_type="audio/mpeg")
 def speech(args):
     """Text to speech, OpenAI style."""
-    rt = runtime()
     if args["model"] not in _model_ids() and args["model"] not in OPENAI_MODEL_ALIASES:
         raise UnknownModel(args["model"], _model_ids())
     fields = {**args, "text": args["input"], "ref_audio": _voice(args["voice"]),
               "scene_prompt": args["instructions"] if args["instructions"] is not None else "quiet_indoor"}
     try:
-        job = rt.service.prepare(to_generation_request(fields, rt.settings.max_new_tokens))
+        rt, job = prepare_job(fields)
     except HiggsError as error:  # name the field as the caller sent it
         if getattr(error, "field", None) in _OUR_FIELDS:
             error.field = _OUR_FIELDS[error.field]
         raise
-    job.request_id = g.request_id
-    rt.require_ready()
     rt.service.admit()  # every check and a place in the queue before the first byte
     encoder = StreamEncoder(args["response_format"], args["speed"])
-
-    def finished(outcome, stats, elapsed):
-        metrics.observe_generation("/v1/audio/speech", outcome, stats, elapsed, SAMPLE_RATE)
-
+    finished = partial(metrics.observe_generation, "/v1/audio/speech", sample_rate=SAMPLE_RATE)
     sse = args["stream_format"] == "sse"
     body = (sse_body if sse else audio_body)(rt.service, job, encoder, rt.settings.ping_interval,
                                              client_disconnect_probe(request.environ), finished)
-    return Response(stream_with_context(body), mimetype="text/event-stream" if sse else encoder.mime,
-                    headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "X-Request-ID": job.request_id})
+    return stream_response(body, "text/event-stream" if sse else encoder.mime, job.request_id)
 
 
 @blp.route("/audio/voices", methods=["GET"])
