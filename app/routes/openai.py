@@ -40,17 +40,16 @@ def _model_ids() -> list[str]:
 
 
 def _voice(name: str | None) -> str | None:
-    """A library voice wins; OpenAI's built-in names that are not in the library mean the smart voice."""
-    if name is None or name.startswith("profile:") or "," in name:
+    """A library voice wins; OpenAI's built-in names that are not in the library mean the smart voice. Other
+    names pass through untouched (the planner reads and checks them once)."""
+    if name is None or name.lower() not in OPENAI_VOICES:
         return name
     try:
         runtime().voices.get(name, field="voice")
         return name
     except UnknownVoice:
-        if name.lower() in OPENAI_VOICES:
-            log.info("voice '%s' is an OpenAI voice this server does not have: using the smart voice", name)
-            return None
-        raise
+        log.info("voice '%s' is an OpenAI voice this server does not have: using the smart voice", name)
+        return None
 
 
 @blp.route("/audio/speech", methods=["POST"])
