@@ -7,7 +7,8 @@ generation is greedy, so every run makes exactly --frames frames), then measures
   (a) transformers' generate + the processor's decode, (b) our engine in-process, (c) /generate and
   (d) /generate-stream through the real gunicorn server, (e) 1/2/4/8 concurrent clients with batching on and off
   (and 4 clients on two instances), (f) a named-voice clone, uncached then cached, and (g) the bare model's
-  forward loop with 1 and 8 rows: how much batching this hardware can give at all.
+  forward loop with 1 and 8 rows, and with two threads of 2 rows each: how much batching (and a second
+  instance) this hardware can give at all.
 Prints a table and writes JSON with the machine description to bench/results/.
 """
 

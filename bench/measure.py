@@ -106,7 +106,8 @@ def in_process(checkpoint: Path, device: str, frames: int, repeats: int, compile
 
 def bare_model(loaded, input_ids, frames: int, rows: int = 8) -> list[tuple]:
     """(g) The ceiling for batching on this hardware: the model alone (no engine, sampling or decoding), N
-    prefills then the decode forwards of a batch of N rows, against the same with one row."""
+    prefills then the decode forwards of a batch of N rows, against the same with one row; and two such loops of
+    2 rows in two threads, as two instances of one server process run."""
     import torch
     from transformers import DynamicCache
 
@@ -130,8 +131,17 @@ def bare_model(loaded, input_ids, frames: int, rows: int = 8) -> list[tuple]:
         if loaded.device.type == "cuda":
             torch.cuda.synchronize()
 
+    def two_instances():
+        # The server's two-instance layout: two threads of one process, each with its own batch of 2 rows.
+        threads = [threading.Thread(target=loop, args=(2,)) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+
     return [("g_1", "bare model loop, 1 row (prefill + forwards)", lambda: loop(1), 1),
-            (f"g_{rows}", f"bare model loop, {rows} rows", lambda: loop(rows), rows)]
+            (f"g_{rows}", f"bare model loop, {rows} rows", lambda: loop(rows), rows),
+            ("g_2x2", "bare model loop, 2 threads x 2 rows (two instances)", two_instances, 4)]
 
 
 def _body(frames: int, **extra) -> dict:
@@ -267,6 +277,8 @@ def ratios(rows: list[dict]) -> dict:
         "bare_model_8_rows_vs_1 (g: the hardware's ceiling for e)": ratio("g_8", "g_1", "frames_per_s"),
         "4_clients_two_instances_vs_1 (target >= 3)": ratio("e_two instances_4", "e_batching on_1",
                                                            "frames_per_s"),
+        "bare_model_two_instances_2_rows_vs_1 (g: the ceiling for the line above)": ratio("g_2x2", "g_1",
+                                                                                         "frames_per_s"),
         "cached_clone_vs_uncached": ratio("f_cached", "f_uncached"),
     }
     if "b_compiled" in by:
