@@ -12,6 +12,8 @@ import requests
 
 from .server import EXAMPLES, start_server
 
+CLONE_FRAMES = 25  # one second: (f) times the reference encoding, not generation
+
 TEXT = "The sun rises in the east and sets in the west. This simple fact has been observed for thousands of years."
 SAMPLE_RATE = 24000
 FRAME_RATE = 25
@@ -210,13 +212,13 @@ def _clone_rows(url: str, voices: Path, repeats: int) -> list[dict]:
         times = []
         for _ in range(2):
             started = time.perf_counter()
-            _post_generate(url, 25, ref_audio=name)
+            _post_generate(url, CLONE_FRAMES, ref_audio=name)
             times.append(time.perf_counter() - started)
         if i:  # the first voice warms up the code paths
             first.append(times[0])
             second.append(times[1])
-    rows = [_row("f_uncached", "named-voice clone, first request (encodes the reference)", first, 25),
-            _row("f_cached", "named-voice clone, second request (cached codes)", second, 25)]
+    rows = [_row("f_uncached", "named-voice clone, first request (encodes the reference)", first, CLONE_FRAMES),
+            _row("f_cached", "named-voice clone, second request (cached codes)", second, CLONE_FRAMES)]
     return rows
 
 
@@ -224,11 +226,13 @@ def through_server(checkpoint: Path, work: Path, device: str, frames: int, load_
                    repeats: int) -> list[dict]:
     voices = work / "voices"
     shutil.copytree(EXAMPLES / "voice_prompts", voices, dirs_exist_ok=True)
-    common = ("--max-new-tokens", str(max(frames, load_frames) + 8), "--max-queue", "256", "--threads", "64",
+    longest = max(frames, load_frames, CLONE_FRAMES)
+    common = ("--max-new-tokens", str(longest + 8), "--max-queue", "256", "--threads", "64",
               "--voice-prompts-dir", str(voices))
     rows: list[dict] = []
-    servers = [("batching on", ("--max-batch-size", "8")), ("batching off", ("--max-batch-size", "1")),
-               ("two instances", ("--max-batch-size", "8", "--instances-per-device", "2"))]
+    batch = str(max(8, *levels))  # every client of the largest level in one batch (16 on a GPU run)
+    servers = [("batching on", ("--max-batch-size", batch)), ("batching off", ("--max-batch-size", "1")),
+               ("two instances", ("--max-batch-size", batch, "--instances-per-device", "2"))]
     for label, extra in servers:
         log_dir = work / label.replace(" ", "_")
         log_dir.mkdir()
