@@ -16,6 +16,9 @@ from .settings import Settings
 
 log = logging.getLogger("higgs.runtime")
 
+# --compile's static KV cache: room for a prompt of this many tokens, plus --max-new-tokens, plus some slack.
+MAX_PROMPT_TOKENS = 2048
+
 
 class Runtime:
     def __init__(self, settings: Settings, loader: PoolLoader | None = None):
@@ -46,8 +49,8 @@ class Runtime:
             max_waiting=s.max_queue or None,
             max_batch_size=s.max_batch_size,
             compile=s.compile,
-            max_prompt_tokens=2048,
-            max_cache_len=2048 + s.max_new_tokens + 64,
+            max_prompt_tokens=MAX_PROMPT_TOKENS,
+            max_cache_len=MAX_PROMPT_TOKENS + s.max_new_tokens + 64,
             cpu_threads=s.cpu_threads or split_cpu_threads(s.instances_per_device * max(1, s.workers)),
         )
 

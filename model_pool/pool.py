@@ -159,7 +159,7 @@ class ModelPool:
             entry["total"] += 1
             entry["busy" if load else "free"] += 1
             entry["requests"] += load
-        busy = sum(1 for e in self.engines if self._load[id(e)])
+        busy = sum(entry["busy"] for entry in devices.values())
         return {
             "instances": len(self.engines),
             "busy": busy,  # instances generating for at least one request
