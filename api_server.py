@@ -39,8 +39,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[Settings, argparse.Namesp
                    help="torch threads per instance on CPU (0: the cores less one, split between instances)")
     p.add_argument("--max-batch-size", type=int, default=d.max_batch_size,
                    help="requests one instance decodes together (1: no batching)")
-    p.add_argument("--compile", action="store_true", default=d.compile,
-                   help="static KV cache + torch.compile of the decode step (CUDA graphs on GPUs); warmed up at load")
+    p.add_argument("--compile", nargs="?", const="on", default=d.compile, choices=["auto", "on", "off"],
+                   help="torch.compile of the decode step, CUDA graphs on GPUs, warmed up at load; auto (default): "
+                        "on for CUDA, off for CPU; --compile alone means on")
     p.add_argument("--queue-timeout", type=float, default=d.queue_timeout,
                    help="seconds a request may wait for a free instance")
     p.add_argument("--max-queue", type=int, default=d.max_queue, help="requests allowed to wait (0: 2x pool)")

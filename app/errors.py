@@ -23,7 +23,7 @@ from model_pool.errors import (
     UnknownScene,
     UnknownVoice,
 )
-from model_pool.library import VoiceExists
+from model_pool.prompt.library import VoiceExists
 
 log = logging.getLogger("higgs.errors")
 

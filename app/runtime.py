@@ -6,8 +6,8 @@ import logging
 
 from flask import current_app, g
 
-from model_pool.library import SceneLibrary, VoiceLibrary
-from model_pool.runtime import PoolLoader
+from model_pool.pool_loader import PoolLoader
+from model_pool.prompt.library import SceneLibrary, VoiceLibrary
 from model_pool.service import PreparedJob, TTSService
 
 from . import metrics
@@ -15,9 +15,6 @@ from .schemas import to_generation_request
 from .settings import Settings
 
 log = logging.getLogger("higgs.runtime")
-
-# --compile's static KV cache: room for a prompt of this many tokens, plus --max-new-tokens, plus some slack.
-MAX_PROMPT_TOKENS = 2048
 
 
 class Runtime:
@@ -49,8 +46,6 @@ class Runtime:
             max_waiting=s.max_queue or None,
             max_batch_size=s.max_batch_size,
             compile=s.compile,
-            max_prompt_tokens=MAX_PROMPT_TOKENS,
-            max_cache_len=MAX_PROMPT_TOKENS + s.max_new_tokens + 64,
             cpu_threads=s.cpu_threads or split_cpu_threads(s.instances_per_device * max(1, s.workers)),
         )
 

@@ -27,7 +27,7 @@ class Settings:
     instances_per_device: int = 1
     cpu_threads: int = 0  # torch threads per instance on CPU; 0: the cores, less one, split between instances
     max_batch_size: int = 8  # concurrent requests decoded together by one instance; 1 turns batching off
-    compile: bool = False  # static KV cache + torch.compile of the decode step (CUDA graphs on GPUs)
+    compile: str = "auto"  # torch.compile of the decode step (CUDA graphs on GPUs): auto = on for CUDA, off for CPU
     workers: int = 1
     threads: int = 0  # 0: enough for the pool plus health checks (see gunicorn.conf.py)
     queue_timeout: float = 60.0  # seconds a request waits for a free model instance
@@ -44,6 +44,13 @@ class Settings:
     log_file: str = "api_server.log"
     log_level: str = "INFO"
     load_in_background: bool = True
+
+    def __post_init__(self):
+        mode = str(self.compile).strip().lower()
+        aliases = {"1": "on", "true": "on", "yes": "on", "0": "off", "false": "off", "no": "off"}
+        self.compile = aliases.get(mode, mode)
+        if self.compile not in ("auto", "on", "off"):
+            raise SystemExit(f"invalid value for {ENV_PREFIX}COMPILE: {mode!r} (expected auto, on or off)")
 
     @classmethod
     def from_env(cls, environ=None, overrides: dict | None = None) -> Settings:

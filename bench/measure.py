@@ -50,12 +50,12 @@ def in_process(checkpoint: Path, device: str, frames: int, repeats: int, compile
     import torch
 
     from model_pool.engine import HiggsEngine
-    from model_pool.library import SceneLibrary, VoiceLibrary
-    from model_pool.loader import load
+    from model_pool.engine.loader import load
+    from model_pool.engine.voice_cache import VoiceCache
     from model_pool.pool import ModelPool, split_cpu_threads
+    from model_pool.prompt.library import SceneLibrary, VoiceLibrary
     from model_pool.request import GenerationRequest, SamplingParams
     from model_pool.service import TTSService
-    from model_pool.voice_cache import VoiceCache
 
     if device == "cpu":  # (a), (b) and the server run with the same torch threads
         torch.set_num_threads(split_cpu_threads(1))
@@ -84,11 +84,8 @@ def in_process(checkpoint: Path, device: str, frames: int, repeats: int, compile
     contenders = [("a", "library: transformers generate + processor decode", library, 1),
                   ("b", "engine in-process (service.generate)", ours, 1)]
     if compiled:
-        # One stream, so one slot, and a cache just long enough: the static step always pays for every slot and
-        # every cache column, which on a CPU costs more than it saves.
-        reserve = ids.shape[1] + 16
         fast = HiggsEngine(loaded, VoiceCache(), name="bench-compiled", compile=True, max_batch_size=1,
-                           max_prompt_tokens=reserve, max_cache_len=reserve + steps + 16)
+                           context_tokens=ids.shape[1] + steps)
         fast_service = TTSService(lambda: ModelPool([fast]), service.voices, service.scenes, max_new_tokens=steps)
         contenders.append(("b_compiled", "engine in-process, compiled decode step",
                            lambda: fast_service.generate(job), 1))

@@ -1,4 +1,21 @@
-"""Hub ids the server uses unless told otherwise (the spec's defaults)."""
+"""Defaults and limits that the engine and the server share, each defined once here.
+
+The server's settings (app/settings.py) take their defaults from these names; the HTTP schemas take their bounds
+from them. Nothing here reads the environment.
+"""
 
 DEFAULT_MODEL = "bosonai/higgs-audio-v2-generation-3B-base"
 DEFAULT_AUDIO_TOKENIZER = "bosonai/higgs-audio-v2-tokenizer"
+DEFAULT_SCENE = "quiet_indoor"
+
+DEFAULT_MAX_NEW_TOKENS = 2048  # decode steps per chunk (the spec's --max-new-tokens)
+# Tokens one row may hold in the KV cache: its prompt plus its max_new_tokens. Upstream's engine uses static caches
+# of up to 8192; long-form prompts carry earlier chunks' audio (25 tokens a second), so they grow quickly.
+DEFAULT_MAX_CONTEXT_TOKENS = 8192
+DEFAULT_PREFILL_CHUNK = 512  # prompt tokens prefilled between two decode steps (bounds the stall of running rows)
+DEFAULT_MAX_BATCH_SIZE = 8
+
+MIN_TEMPERATURE = 1e-5  # below it sampling is greedy (as vLLM); logits / temperature then stay finite in float32
+MAX_TEMPERATURE = 2.0
+MAX_RAS_WINDOW = 1000
+MAX_SPEAKERS = 8

@@ -59,3 +59,19 @@ class ModelLoadError(HiggsError):
 
 class Cancelled(HiggsError):
     """The caller asked the generation to stop (for instance, the client went away)."""
+
+
+class ContextTooLong(InvalidRequest):
+    """A prompt plus its max_new_tokens would not fit one row's KV cache."""
+
+    def __init__(self, prompt_tokens: int, max_new_tokens: int, context_tokens: int):
+        super().__init__(
+            "text",
+            f"the prompt is {prompt_tokens} tokens; with max_new_tokens {max_new_tokens} it exceeds the server's "
+            f"context of {context_tokens} tokens: shorten the text, use chunk_method, or lower max_new_tokens",
+        )
+        self.prompt_tokens = prompt_tokens
+
+
+class GenerationFailed(HiggsError):
+    """The model produced something unusable for one request (non-finite scores). Not the client's fault."""

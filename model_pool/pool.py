@@ -15,10 +15,13 @@ from contextlib import contextmanager
 
 import torch
 
-from .engine import HiggsEngine
-from .errors import Cancelled, PoolBusy
-from .loader import load, resolve_devices
-from .voice_cache import VoiceCache
+from .defaults import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_CONTEXT_TOKENS, DEFAULT_PREFILL_CHUNK
+from .engine.engine import HiggsEngine
+from .engine.loader import load, resolve_devices
+from .engine.memory import free_memory, plan_slots
+from .engine.slot_cache import SlotCache
+from .engine.voice_cache import VoiceCache
+from .errors import Cancelled, ModelLoadError, PoolBusy
 
 log = logging.getLogger(__name__)
 
@@ -34,13 +37,21 @@ def split_cpu_threads(instances: int, cores: int | None = None) -> int:
     return max(1, (cores - spare) // max(1, instances))
 
 
+def compile_enabled(mode: str | bool, device: torch.device) -> bool:
+    """--compile auto (the default) compiles on CUDA only: on a CPU the compiled step gains little."""
+    if isinstance(mode, bool):
+        return mode
+    return mode == "on" or (mode == "auto" and device.type == "cuda")
+
+
 class ModelPool:
     def __init__(self, engines: list[HiggsEngine], max_waiting: int | None = None):
+        """max_waiting: requests that may wait for a slot; None means twice the pool's batch slots."""
         if not engines:
             raise ValueError("a pool needs at least one engine")
         self.engines = list(engines)
-        self.max_waiting = max_waiting
         self._slots = {id(e): _slots_of(e) for e in self.engines}
+        self.max_waiting = 2 * sum(self._slots.values()) if max_waiting is None else max_waiting
         self._load = {id(e): 0 for e in self.engines}
         self._cond = threading.Condition()
         self._waiting = 0
@@ -67,10 +78,10 @@ class ModelPool:
         instances_per_device: int = 1,
         voice_cache: VoiceCache | None = None,
         max_waiting: int | None = None,
-        max_batch_size: int = 8,
-        compile: bool = False,
-        max_prompt_tokens: int = 2048,
-        max_cache_len: int = 6144,
+        max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
+        compile: str | bool = "auto",
+        context_tokens: int = DEFAULT_MAX_CONTEXT_TOKENS,
+        prefill_chunk: int | None = DEFAULT_PREFILL_CHUNK,
         cpu_threads: int | None = None,
     ) -> ModelPool:
         devices = resolve_devices(device)
@@ -81,15 +92,22 @@ class ModelPool:
             log.info("CPU: %d instance(s) share %d torch thread(s) each", instances_per_device, threads)
         engines = []
         for dev in devices:
-            for i in range(instances_per_device):
-                loaded = load(model_path, audio_tokenizer_path, dev)
-                engines.append(HiggsEngine(loaded, cache, name=f"{dev}#{i}", max_batch_size=max_batch_size,
-                                           compile=compile, max_prompt_tokens=max_prompt_tokens,
-                                           max_cache_len=max_cache_len))
-        # By default at most twice the pool's batch slots may queue; more get an immediate "busy".
-        pool = cls(engines)
-        pool.max_waiting = 2 * sum(pool._slots.values()) if max_waiting is None else max_waiting
-        return pool
+            compiled = compile_enabled(compile, dev)
+            if compiled and instances_per_device > 1:
+                raise ModelLoadError(
+                    f"--compile runs one instance per device ({instances_per_device} requested on {dev}): compiled "
+                    "steps of several instances in one process are not thread-safe. Use --instances-per-device 1 "
+                    "with a larger --max-batch-size, or --compile off.")
+            loaded = [load(model_path, audio_tokenizer_path, dev) for _ in range(instances_per_device)]
+            config = loaded[0].model.config
+            context = min(context_tokens, config.max_position_embeddings)
+            plan = plan_slots(str(dev), free_memory(dev), SlotCache.bytes_per_token(config, loaded[0].model.dtype),
+                              context, max_batch_size, instances_per_device)
+            log.info("memory plan: %s", plan.describe())
+            for i, one in enumerate(loaded):
+                engines.append(HiggsEngine(one, cache, name=f"{dev}#{i}", max_batch_size=plan.slots,
+                                           compile=compiled, context_tokens=context, prefill_chunk=prefill_chunk))
+        return cls(engines, max_waiting)
 
     @property
     def size(self) -> int:
@@ -104,14 +122,14 @@ class ModelPool:
                 best, best_free = engine, free
         return best
 
-    def _queue_full(self) -> bool:
-        return self._pick() is None and self.max_waiting is not None and self._waiting >= self.max_waiting
+    def _refuse_if_full(self) -> None:  # with the lock held
+        if self._pick() is None and self._waiting >= self.max_waiting:
+            raise PoolBusy(f"server busy: {self._waiting} requests already waiting for a model instance")
 
     def admit(self) -> None:
         """Raise PoolBusy now if a request would be refused for a full queue (checked before a stream starts)."""
         with self._cond:
-            if self._queue_full():
-                raise PoolBusy(f"server busy: {self._waiting} requests already waiting for a model instance")
+            self._refuse_if_full()
 
     @contextmanager
     def lend(self, timeout: float | None = None, cancel: threading.Event | None = None) -> Iterator[HiggsEngine]:
@@ -122,8 +140,7 @@ class ModelPool:
         generator that gets closed (a streaming client going away)."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
-            if self._queue_full():
-                raise PoolBusy(f"server busy: {self._waiting} requests already waiting for a model instance")
+            self._refuse_if_full()
             self._waiting += 1
             self._changed()
             try:

@@ -17,12 +17,12 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from .audio import to_model_rate
+from .engine.stream_decoder import StreamDecoder
 from .errors import Cancelled, InvalidRequest
-from .library import SceneLibrary, VoiceLibrary
 from .pool import ModelPool
-from .prompt import PromptPlan, PromptPlanner
+from .prompt.library import SceneLibrary, VoiceLibrary
+from .prompt.planner import PromptPlan, PromptPlanner
 from .request import SAMPLE_RATE, GenerationRequest, ReferenceClip, SamplingParams
-from .stream_decoder import StreamDecoder
 
 
 @dataclass

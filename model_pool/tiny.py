@@ -52,7 +52,7 @@ _CORPUS = [
 
 
 def chat_template() -> str:
-    return (Path(__file__).with_name("chat_template.jinja")).read_text(encoding="utf-8")
+    return (Path(__file__).parent / "prompt" / "chat_template.jinja").read_text(encoding="utf-8")
 
 
 def _build_text_tokenizer():

@@ -28,7 +28,7 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
 def loaded(tiny_checkpoint):
     import torch
 
-    from model_pool.loader import load
+    from model_pool.engine.loader import load
 
     return load(str(tiny_checkpoint / "model"), str(tiny_checkpoint / "audio_tokenizer"), torch.device("cpu"))
 
@@ -36,9 +36,25 @@ def loaded(tiny_checkpoint):
 @pytest.fixture(scope="session")
 def engine(loaded):
     from model_pool.engine import HiggsEngine
-    from model_pool.voice_cache import VoiceCache
+    from model_pool.engine.voice_cache import VoiceCache
 
     return HiggsEngine(loaded, VoiceCache())
+
+
+@pytest.fixture(scope="session")
+def compiled_engine(loaded):
+    """The compiled step (--compile on), 4 slots, a 1024-token context: compiled once for the whole session."""
+    import torch
+    from torch._dynamo.utils import counters
+
+    from model_pool.engine import HiggsEngine
+    from model_pool.engine.voice_cache import VoiceCache
+
+    torch._dynamo.reset()
+    before = counters["stats"]["unique_graphs"]
+    engine = HiggsEngine(loaded, VoiceCache(), name="compiled", max_batch_size=4, context_tokens=1024, compile=True)
+    engine.graphs_at_warm_up = counters["stats"]["unique_graphs"] - before
+    return engine
 
 
 def write_voice(directory: Path, name: str, seconds: float = 2.0, transcript: str | None = "Reference words.",

@@ -15,7 +15,7 @@ from app.runtime import Runtime
 from app.settings import Settings
 from conftest import EXAMPLES
 from model_pool.pool import ModelPool
-from model_pool.runtime import PoolLoader
+from model_pool.pool_loader import PoolLoader
 
 
 def make_app(tmp_path, engine=None, loader=None, **overrides):

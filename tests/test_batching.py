@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from model_pool.engine import HiggsEngine
+from model_pool.engine.voice_cache import VoiceCache
 from model_pool.request import SamplingParams
-from model_pool.voice_cache import VoiceCache
 
 
 def msgs(text):

@@ -1,4 +1,4 @@
-"""The compiled fast path (--compile): static KV cache + torch.compile, same codes as the eager path."""
+"""The compiled step (--compile): the eager step's codes, one compilation at warm-up, none after."""
 
 from __future__ import annotations
 
@@ -6,54 +6,53 @@ import threading
 
 import pytest
 import torch
+from torch._dynamo.utils import counters
 
 from model_pool.engine import HiggsEngine
+from model_pool.engine.voice_cache import VoiceCache
 from model_pool.request import SamplingParams
-from model_pool.voice_cache import VoiceCache
 from test_batching import TEXTS, run, run_together
+
+# The session's compiled engine has a 1024-token context (windows of 256, 512 and 1024 columns).
+CONTEXT = 1024
 
 
 @pytest.fixture(scope="module")
 def eager(loaded):
-    return HiggsEngine(loaded, VoiceCache(), name="eager", max_batch_size=4)
+    return HiggsEngine(loaded, VoiceCache(), name="eager", max_batch_size=4, context_tokens=CONTEXT)
 
 
-@pytest.fixture(scope="module")
-def static_eager(loaded):
-    """The static-cache runner without compilation: isolates the cache bookkeeping from the compiler."""
-    return _static(loaded, compile=False)
-
-
-@pytest.fixture(scope="module")
-def compiled(loaded):
-    return _static(loaded, compile=True)
-
-
-def _static(loaded, compile: bool):
-    from model_pool.static_batching import StaticBatchRunner
-
-    engine = HiggsEngine(loaded, VoiceCache(), name=f"static-{compile}", max_batch_size=4)
-    # A short cache so the tests also cross the end of it and exercise compaction.
-    engine.runner = StaticBatchRunner(engine, 4, max_prompt_tokens=256, max_cache_len=400, compile=compile)
-    return engine
+@pytest.fixture
+def compiled(compiled_engine):
+    return compiled_engine
 
 
 JOBS = [(TEXTS[0], SamplingParams(seed=1, max_new_tokens=120)),
         (TEXTS[1], SamplingParams(temperature=0, max_new_tokens=90)),
-        (TEXTS[2], SamplingParams(seed=3, max_new_tokens=200)),
+        (TEXTS[2], SamplingParams(seed=3, max_new_tokens=600)),  # crosses the 256 and 512 windows
         (TEXTS[3], SamplingParams(seed=4, top_k=5, max_new_tokens=60))]
 
 
-@pytest.mark.parametrize("which", ["static_eager", "compiled"])
-def test_static_cache_paths_give_the_eager_codes(request, eager, which):
-    engine = request.getfixturevalue(which)
+def test_compiled_once_at_warm_up_with_static_cache(compiled):
+    assert compiled.graphs_at_warm_up == 1
+    cache = compiled.runner.cache
+    for tensor in (*cache.keys, *cache.values, cache.lengths, compiled.runner.codes):
+        assert getattr(tensor, "_dynamo_static_input_type", None) == "unguarded"
+
+
+def test_compiled_gives_the_eager_codes_and_never_recompiles(eager, compiled):
     expected = [run(eager, *job) for job in JOBS]
-    alone = [run(engine, *job) for job in JOBS]
-    together = run_together(engine, JOBS)
+    graphs = counters["stats"]["unique_graphs"]
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        alone = [run(compiled, *job) for job in JOBS]  # the batch empties and refills between these
+        together = run_together(compiled, JOBS)  # rows of different prompt lengths join and leave
+        staggered = run_together(compiled, [(t, SamplingParams(temperature=0, max_new_tokens=30 + 40 * i))
+                                            for i, (t, _) in enumerate(JOBS)])
+    assert counters["stats"]["unique_graphs"] == graphs
     for e, a, t in zip(expected, alone, together):
         assert torch.equal(e, a) and torch.equal(e, t)
-    assert engine.runner.max_rows_seen >= 2
-    assert engine.runner.compactions >= 1  # the 400-column cache filled up and was compacted
+    assert [s.shape[0] for s in staggered] == [22 + 40 * i for i in range(4)]
+    assert compiled.runner.max_rows_seen >= 2
 
 
 def test_compiled_cancel_frees_the_slot(compiled):

@@ -11,7 +11,7 @@ import pytest
 import soundfile as sf
 
 from conftest import write_voice
-from model_pool.library import VoiceLibrary
+from model_pool.prompt.library import VoiceLibrary
 from test_api import make_app
 
 

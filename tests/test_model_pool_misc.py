@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from conftest import write_voice
+from model_pool.engine.loader import load, resolve_devices
 from model_pool.errors import Cancelled, InvalidRequest, ModelLoadError
-from model_pool.library import SceneLibrary, VoiceLibrary
-from model_pool.loader import load, resolve_devices
 from model_pool.pool import ModelPool
+from model_pool.prompt.library import SceneLibrary, VoiceLibrary
 from model_pool.request import GenerationRequest, ReferenceClip, SamplingParams
 from model_pool.service import GenerationStats, TTSService
 

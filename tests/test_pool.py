@@ -123,3 +123,42 @@ def test_cpu_threads_flag_reaches_torch(tiny_checkpoint):
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+GIB = 1024**3
+
+
+def test_memory_plan_fits_slots_to_free_memory():
+    from model_pool.engine.memory import plan_slots
+
+    token = 112 * 1024  # the real model in bf16: 28 layers x 8 KV heads x 128 x 2 (K and V) x 2 bytes
+    # A 24 GB card after the weights (~10.75 GB) and the codec (~0.8 GB): about 12 GiB free.
+    plan = plan_slots("cuda:0", 12 * GIB, token, 4160, requested=32)
+    assert plan.slots == 22 and "of 32 requested" in plan.describe()  # (12 - 2 reserve) GiB / 455 MiB
+    assert plan_slots("cuda:0", 12 * GIB, token, 8192, requested=8).slots == 8
+    assert plan_slots("cuda:0", 12 * GIB, token, 8192, requested=32).slots == 11
+    two = plan_slots("cuda:0", 12 * GIB, token, 8192, requested=32, instances=2)
+    assert two.slots == 5  # two instances share the device
+    assert plan_slots("mps", None, token, 8192, requested=8).slots == 8  # no free-memory reading: as requested
+
+
+def test_memory_plan_refuses_when_one_slot_does_not_fit():
+    from model_pool.engine.memory import plan_slots
+    from model_pool.errors import ModelLoadError
+
+    with pytest.raises(ModelLoadError) as info:
+        plan_slots("cuda:0", int(2.5 * GIB), 112 * 1024, 8192, requested=8)
+    assert "not enough memory on cuda:0" in info.value.message and "--max-context-tokens" in info.value.message
+
+
+def test_compile_auto_means_cuda_only_and_one_instance(tiny_checkpoint):
+    import torch
+
+    from model_pool.errors import ModelLoadError
+    from model_pool.pool import compile_enabled
+
+    assert compile_enabled("auto", torch.device("cuda", 0)) and not compile_enabled("auto", torch.device("cpu"))
+    assert compile_enabled("on", torch.device("cpu")) and not compile_enabled("off", torch.device("cuda", 0))
+    with pytest.raises(ModelLoadError, match="one instance per device"):
+        ModelPool.load(str(tiny_checkpoint / "model"), str(tiny_checkpoint / "audio_tokenizer"), device="cpu",
+                       instances_per_device=2, compile="on")

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from model_pool.errors import InvalidRequest, UnknownScene, UnknownVoice
-from model_pool.library import SceneLibrary, VoiceLibrary
-from model_pool.prompt import MULTI_SPEAKER_SYSTEM, PromptPlanner
+from model_pool.prompt.library import SceneLibrary, VoiceLibrary
+from model_pool.prompt.planner import MULTI_SPEAKER_SYSTEM, PromptPlanner
 from model_pool.request import GenerationRequest, ReferenceClip
 
 SYS = "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\n"

@@ -1,4 +1,4 @@
-from model_pool.text import chunk_text, count_words, normalize, speakers_in, split_turns
+from model_pool.prompt.text import chunk_text, count_words, normalize, speakers_in, split_turns
 
 
 def test_normalize_chinese_punctuation_units_and_events():

@@ -112,7 +112,7 @@ def test_a_crash_while_writing_leaves_the_old_voice(client, voices_dir, monkeypa
             half.write(b"RIFF\0\0")
         raise OSError("disk full")
 
-    import model_pool.library as library
+    import model_pool.prompt.library as library
 
     monkeypatch.setattr(library.sf, "write", crash)
     r = upload(client, "steady", new_clip, transcript="New words.", overwrite="true")

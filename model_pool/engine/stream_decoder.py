@@ -16,7 +16,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from .request import SAMPLES_PER_FRAME
+from ..request import SAMPLES_PER_FRAME
 
 
 class StreamDecoder:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .request import SAMPLE_RATE
+from ..request import SAMPLE_RATE
 
 
 class Codec:

@@ -10,7 +10,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from .audio import load_voice_file
+from ..audio import load_voice_file
 
 
 class VoiceCache:

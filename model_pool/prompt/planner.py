@@ -11,10 +11,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..errors import InvalidRequest
+from ..request import GenerationRequest
 from . import text as textprep
-from .errors import InvalidRequest
 from .library import PROFILE_PREFIX, SceneLibrary, VoiceLibrary
-from .request import GenerationRequest
 
 SINGLE_SPEAKER_SYSTEM = "Generate audio following instruction."
 MULTI_SPEAKER_SYSTEM = (

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import torch
 
-from .defaults import DEFAULT_AUDIO_TOKENIZER, DEFAULT_MODEL  # noqa: F401  (re-exported)
-from .errors import ModelLoadError
+from ..defaults import DEFAULT_AUDIO_TOKENIZER, DEFAULT_MODEL  # noqa: F401  (re-exported)
+from ..errors import ModelLoadError
 
 log = logging.getLogger(__name__)
 

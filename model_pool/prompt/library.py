@@ -19,7 +19,7 @@ import numpy as np
 import soundfile as sf
 import yaml
 
-from .errors import HiggsError, InvalidRequest, UnknownScene, UnknownVoice
+from ..errors import HiggsError, InvalidRequest, UnknownScene, UnknownVoice
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg")

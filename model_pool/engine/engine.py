@@ -1,8 +1,8 @@
 """One preloaded model instance: render prompts to tensors and generate audio codes step by step.
 
-transformers' generate() streams only placeholder text ids, so we drive the model's forward ourselves (in
-batching.BatchRunner): prefill the prompt, then feed each step's audio codes back. That gives us the codes as they
-are produced, a private RNG per request, a cancel check between steps, and batching of concurrent requests.
+transformers' generate() streams only placeholder text ids, so we drive the model ourselves (runner.BatchRunner):
+prefill the prompt, then feed each step's audio codes back. That gives us the codes as they are produced, a private
+RNG per request, a cancel check between steps, and batching of concurrent requests.
 """
 
 from __future__ import annotations
@@ -13,24 +13,31 @@ from dataclasses import dataclass
 
 import torch
 
-from .batching import BatchRunner, Step
+from ..defaults import DEFAULT_MAX_CONTEXT_TOKENS, DEFAULT_PREFILL_CHUNK
+from ..prompt.planner import AudioSource
+from ..request import SamplingParams
 from .codec import Codec
 from .loader import LoadedModel
-from .prompt import AudioSource
-from .request import SamplingParams
+from .runner import BatchRunner, Step
 from .voice_cache import VoiceCache
 
 
 @dataclass
 class EncodedPrompt:
-    input_ids: torch.Tensor  # [length]
+    input_ids: torch.Tensor  # [length], on the CPU
     audio_ids: torch.Tensor | None  # [audio tokens, codebooks], delay pattern applied
     text: str  # the rendered prompt, audio placeholders unexpanded (for logs and tests)
+    audio_positions: list[int] | None = None  # audio placeholders before each token, [length + 1] (host side)
+
+    def audio_before(self, position: int) -> int:
+        """How many of the prompt's audio placeholders lie before token `position` (chunked prefill)."""
+        return 0 if self.audio_positions is None else self.audio_positions[position]
 
 
 class HiggsEngine:
     def __init__(self, loaded: LoadedModel, voice_cache: VoiceCache, name: str = "engine", max_batch_size: int = 8,
-                 compile: bool = False, max_prompt_tokens: int = 2048, max_cache_len: int = 6144):
+                 compile: bool = False, context_tokens: int = DEFAULT_MAX_CONTEXT_TOKENS,
+                 prefill_chunk: int | None = DEFAULT_PREFILL_CHUNK):
         self.model = loaded.model
         self.processor = loaded.processor
         self.device = loaded.device
@@ -42,12 +49,8 @@ class HiggsEngine:
         self.codebook_size = config.codebook_size
         self.bos_id = config.audio_stream_bos_id
         self.eos_id = config.audio_stream_eos_id
-        if compile:
-            from .static_batching import StaticBatchRunner
-
-            self.runner = StaticBatchRunner(self, max_batch_size, max_prompt_tokens, max_cache_len)
-        else:
-            self.runner = BatchRunner(self, max_batch_size)
+        self.audio_token_ids = (config.audio_token_id, config.audio_delay_token_id)
+        self.runner = BatchRunner(self, max_batch_size, context_tokens, compile=compile, prefill_chunk=prefill_chunk)
 
     # ---- prompt -------------------------------------------------------------------------------------------
     def codes_for(self, source: AudioSource) -> torch.Tensor:
@@ -88,20 +91,11 @@ class HiggsEngine:
             expanded += self.processor.get_audio_tokens(codes.shape[0]) + piece
         ids = self.processor.tokenizer(expanded, add_special_tokens=False, return_tensors="pt")["input_ids"][0]
         audio = torch.cat(delayed, dim=0) if delayed else None
-        return EncodedPrompt(ids, audio, text)
+        placeholders = (ids == self.audio_token_ids[0]) | (ids == self.audio_token_ids[1])
+        positions = [0, *placeholders.long().cumsum(0).tolist()]
+        return EncodedPrompt(ids, audio, text, positions)
 
     # ---- generation ---------------------------------------------------------------------------------------
-    def prefill(self, prompt: EncodedPrompt, cache):
-        """Run the prompt through the model (batch of one); returns the output with logits for the first step."""
-        ids = prompt.input_ids.to(self.device).unsqueeze(0)
-        kwargs = {}
-        if prompt.audio_ids is not None:
-            kwargs["audio_input_ids"] = prompt.audio_ids.to(self.device).unsqueeze(0)
-            kwargs["audio_input_ids_mask"] = torch.ones(
-                (1, prompt.audio_ids.shape[0]), dtype=torch.bool, device=self.device
-            )
-        return self.model(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1, **kwargs)
-
     def generate(
         self, prompt: EncodedPrompt, params: SamplingParams, cancel: threading.Event | None = None
     ) -> Iterator[Step]:

@@ -1,0 +1,122 @@
+"""The decode step's KV cache: fixed batch slots, each row's tokens stored from column 0, attention over live lengths.
+
+Slot s holds its row's keys and values at columns 0..length-1 (its own positions), so a row's data never moves: a
+row joins by copying its prefilled cache into its slot, and leaves by being forgotten. Each step writes every slot's
+new token at that slot's own column and attends over the first W columns only, where W is the smallest window
+bucket that holds the longest live row: a step reads what the live rows hold (rounded up to a bucket), not the whole
+cache. Attention is grouped-query without expanding K/V: the query heads that share a key/value head are laid out as
+that head's query rows, so SDPA reads each key once.
+
+The step is a plain function of static buffers (allocated before any compilation and marked static), so
+torch.compile traces it once with the window as its only dynamic size, and CUDA graphs can replay it.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def window_buckets(length: int, smallest: int = 256) -> tuple[int, ...]:
+    """Powers of two from `smallest`, ending with the cache length itself."""
+    buckets = []
+    size = smallest
+    while size < length:
+        buckets.append(size)
+        size *= 2
+    return (*buckets, length)
+
+
+class SlotCache:
+    def __init__(self, model, slots: int, length: int, device: torch.device, dtype: torch.dtype):
+        config = model.config
+        self.slots, self.length = slots, length
+        self.kv_heads = config.num_key_value_heads
+        self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        # One spare column: a window is then always a proper prefix, which keeps its size symbolic when compiled
+        # (a slice as long as the whole dimension would be specialised to that constant).
+        shape = (slots, self.kv_heads, length + 1, self.head_dim)
+        self.keys = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(config.num_hidden_layers)]
+        self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(config.num_hidden_layers)]
+        self.lengths = torch.zeros(slots, dtype=torch.long, device=device)  # tokens held; the next write column
+        self.active = torch.zeros(slots, dtype=torch.long, device=device)  # 1: the slot's length advances
+        self.columns = torch.arange(length + 1, device=device)
+        self.rows = torch.arange(slots, device=device)
+        self.buckets = window_buckets(length)
+        for t in (*self.keys, *self.values, self.lengths, self.active, self.columns, self.rows):
+            torch._dynamo.mark_static_address(t)
+
+    @staticmethod
+    def bytes_per_token(config, dtype: torch.dtype) -> int:
+        """Keys + values of one token of one row, over every layer."""
+        head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+        size = torch.empty((), dtype=dtype).element_size()
+        return 2 * config.num_hidden_layers * config.num_key_value_heads * head_dim * size
+
+    def window(self, longest: int) -> torch.Tensor:
+        """The column indices a step attends over: the smallest bucket holding `longest` tokens."""
+        for size in self.buckets:
+            if size >= longest:
+                return self.columns[:size]
+        raise ValueError(f"{longest} tokens do not fit the {self.length}-token cache")
+
+    def insert(self, slot: int, prefilled, length: int) -> None:
+        """Copy a row's prefilled cache (a transformers DynamicCache of batch 1) into slot `slot`."""
+        for layer, keys, values in zip(prefilled.layers, self.keys, self.values):
+            keys[slot, :, :length].copy_(layer.keys[0])
+            values[slot, :, :length].copy_(layer.values[0])
+        self.lengths[slot] = length
+        self.active[slot] = 1
+
+    def release(self, slot: int, scrub: bool = False) -> None:
+        """Forget slot `slot`. `scrub` zeroes it: after a row produced non-finite values, stale NaNs in its columns
+        would otherwise leak into the next row's attention (a masked column still multiplies its value by 0)."""
+        self.active[slot] = 0
+        self.lengths[slot] = 0
+        if scrub:
+            for keys, values in zip(self.keys, self.values):
+                keys[slot].zero_()
+                values[slot].zero_()
+
+    def reset(self) -> None:
+        self.active.zero_()
+        self.lengths.zero_()
+        for keys, values in zip(self.keys, self.values):
+            keys.zero_()
+            values.zero_()
+
+
+def decode_step(model, cache: SlotCache, codes: torch.Tensor, window: torch.Tensor) -> torch.Tensor:
+    """One decode step for every slot: codes [slots, codebooks] -> logits [slots, codebooks * codebook size].
+
+    Every slot writes its token's keys and values at column lengths[slot] and attends over columns 0..lengths[slot]
+    within `window`; active slots then advance by one. Inactive slots compute garbage that nobody reads (their
+    write lands on a column the next row's prefill overwrites)."""
+    from transformers.models.higgs_audio_v2.modeling_higgs_audio_v2 import apply_rotary_pos_emb
+
+    inner = model.model
+    lengths = cache.lengths
+    hidden = inner.embed_audio_tokens(codes.unsqueeze(1))  # [slots, 1, hidden]
+    cos, sin = inner.rotary_emb(hidden, lengths.unsqueeze(1))
+    visible = (window.unsqueeze(0) <= lengths.unsqueeze(1))[:, None, None, :]  # [slots, 1, 1, W]
+    span = window.shape[0]
+    slots = codes.shape[0]
+    for index, layer in enumerate(inner.layers[: model.config.num_hidden_layers]):
+        attn = layer.self_attn
+        residual = hidden
+        x = layer.audio_input_layernorm(hidden)
+        q = attn.q_proj(x).view(slots, 1, -1, attn.head_dim).transpose(1, 2)
+        k = attn.k_proj(x).view(slots, 1, -1, attn.head_dim).transpose(1, 2)
+        v = attn.v_proj(x).view(slots, 1, -1, attn.head_dim).transpose(1, 2)
+        q, k = apply_rotary_pos_emb(q, k, cos, sin)
+        keys, values = cache.keys[index], cache.values[index]
+        keys[cache.rows, :, lengths] = k[:, :, 0]
+        values[cache.rows, :, lengths] = v[:, :, 0]
+        grouped = q.reshape(slots, cache.kv_heads, -1, attn.head_dim)  # the heads sharing a K/V head, as rows
+        out = F.scaled_dot_product_attention(grouped, keys[:, :, :span], values[:, :, :span], attn_mask=visible,
+                                             scale=attn.scaling)
+        hidden = residual + attn.o_proj(out.reshape(slots, 1, -1))
+        hidden = hidden + layer.audio_mlp(layer.audio_post_attention_layernorm(hidden))
+    logits = model.audio_lm_head(inner.norm(hidden))[:, 0]
+    lengths.add_(cache.active)
+    return logits

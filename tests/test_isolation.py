@@ -1,0 +1,238 @@
+"""One request never harms another: a fault while one row joins, is sampled or has its audio decoded fails that
+row alone; the rows beside it produce exactly what they produce alone. For the eager and the compiled step."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from model_pool.pool import ModelPool
+from model_pool.prompt.library import SceneLibrary, VoiceLibrary
+from model_pool.request import GenerationRequest, SamplingParams
+from model_pool.service import TTSService
+from test_batching import msgs, run
+
+VICTIM = "The victim's text, of a length nobody else has."
+SURVIVORS = [("Hello world.", SamplingParams(temperature=0, max_new_tokens=60)),
+             ("Numbers 1 2 3.", SamplingParams(seed=21, max_new_tokens=70))]
+
+
+class Injected(RuntimeError):
+    pass
+
+
+@pytest.fixture(params=["eager", "compiled"])
+def engine_kind(request, loaded, compiled_engine):
+    if request.param == "compiled":
+        return compiled_engine
+    from model_pool.engine import HiggsEngine
+    from model_pool.engine.voice_cache import VoiceCache
+
+    return HiggsEngine(loaded, VoiceCache(), name="isolation", max_batch_size=4, context_tokens=1024)
+
+
+def victim_slot(runner) -> int | None:
+    for slot, row in enumerate(runner._slots):
+        if row is not None and row.prompt.text.count(VICTIM):
+            return slot
+    return None
+
+
+def inject(stage: str, runner, monkeypatch):
+    """Make the victim's row fail at `stage`, the way a real fault there would."""
+    if stage == "prefill":
+        original = runner._prefill
+
+        def prefill(row, budget):
+            if VICTIM in row.prompt.text:
+                raise Injected("prefill")
+            return original(row, budget)
+
+        monkeypatch.setattr(runner, "_prefill", prefill)
+    elif stage == "cache_merge":
+        original = runner.cache.insert
+
+        def insert(slot, prefilled, length):
+            if VICTIM in runner._slots[slot].prompt.text:
+                raise Injected("cache merge")
+            return original(slot, prefilled, length)
+
+        monkeypatch.setattr(runner.cache, "insert", insert)
+    elif stage == "noise":
+        original = runner.sampler.draw_noise
+
+        def draw_noise(slot, generator):
+            if slot == victim_slot(runner) and runner._slots[slot].steps == 5:
+                raise Injected("noise")
+            return original(slot, generator)
+
+        monkeypatch.setattr(runner.sampler, "draw_noise", draw_noise)
+    elif stage == "sampling":
+        original = runner.sampler.select
+
+        def select(rows, logits, ras_span, **kw):
+            slot = victim_slot(runner)
+            if slot is not None and slot in rows.tolist() and runner._slots[slot].steps == 5:
+                raise Injected("sampling")
+            return original(rows, logits, ras_span, **kw)
+
+        monkeypatch.setattr(runner.sampler, "select", select)
+    elif stage == "non_finite":
+        original = runner._step
+
+        def step(codes, window):
+            logits = original(codes, window)
+            slot = victim_slot(runner)
+            if slot is not None and runner._slots[slot].steps == 5:
+                logits = logits.clone()
+                logits[slot] = float("nan")
+            return logits
+
+        monkeypatch.setattr(runner, "_step", step)
+
+
+@pytest.mark.parametrize("stage", ["prefill", "cache_merge", "noise", "sampling", "non_finite"])
+def test_a_fault_fails_its_row_alone(engine_kind, stage, monkeypatch):
+    engine = engine_kind
+    alone = [run(engine, text, params) for text, params in SURVIVORS]
+    inject(stage, engine.runner, monkeypatch)
+    results, errors = {}, {}
+    barrier = threading.Barrier(3)
+
+    def work(name, text, params):
+        barrier.wait()
+        try:
+            results[name] = run(engine, text, params)
+        except Exception as exc:  # noqa: BLE001 - the victim's error is the point
+            errors[name] = exc
+
+    jobs = [("victim", VICTIM, SamplingParams(seed=5, max_new_tokens=200))]
+    jobs += [(f"s{i}", text, params) for i, (text, params) in enumerate(SURVIVORS)]
+    threads = [threading.Thread(target=work, args=job) for job in jobs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert set(errors) == {"victim"}, errors
+    if stage == "non_finite":
+        assert "invalid scores" in str(errors["victim"])
+    else:
+        assert isinstance(errors["victim"], Injected)
+    for i, expected in enumerate(alone):
+        assert torch.equal(results[f"s{i}"], expected), f"survivor {i} changed"
+    monkeypatch.undo()
+    assert run(engine, VICTIM, SamplingParams(temperature=0, max_new_tokens=20)).shape == (12, 8)  # slot reusable
+
+
+def test_a_decoding_fault_fails_its_request_alone(engine, voice_dir, scene_dir, monkeypatch):
+    service = TTSService(lambda: ModelPool([engine]), VoiceLibrary(voice_dir), SceneLibrary(scene_dir))
+    job = service.prepare(GenerationRequest(text="Survivor speaks.", scene_prompt="",
+                                            sampling=SamplingParams(temperature=0, max_new_tokens=80)))
+    expected = service.generate(job)
+    decode = engine.codec.decode
+
+    def faulty(frames):
+        if threading.current_thread().name == "victim":
+            raise Injected("decode")
+        return decode(frames)
+
+    monkeypatch.setattr(engine.codec, "decode", faulty)
+    results = {}
+
+    def work(name, text):
+        j = service.prepare(GenerationRequest(text=text, scene_prompt="",
+                                              sampling=SamplingParams(temperature=0, max_new_tokens=80)))
+        try:
+            results[name] = service.generate(j)
+        except Injected as exc:
+            results[name] = exc
+
+    threads = [threading.Thread(target=work, args=("victim", "Victim speaks."), name="victim"),
+               threading.Thread(target=work, args=("survivor", "Survivor speaks."), name="survivor")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert isinstance(results["victim"], Injected)
+    assert np.array_equal(results["survivor"], expected)
+
+
+class SyncCounter(TorchDispatchMode):
+    """Counts the operations that make the host wait for the device (on a GPU): scalar reads and nonzero."""
+
+    SYNCING = ("_local_scalar_dense", "nonzero", "item", "equal", "is_nonzero")
+
+    def __init__(self):
+        super().__init__()
+        self.syncs: list[str] = []
+        self.ops = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.ops += 1
+        if any(name in str(func) for name in self.SYNCING):
+            self.syncs.append(str(func))
+        return func(*args, **(kwargs or {}))
+
+
+def test_one_host_transfer_per_step_whatever_the_rows(engine_kind, monkeypatch):
+    runner = engine_kind.runner
+    counter = SyncCounter()
+    original = runner._iterate
+
+    def iterate():
+        with counter:
+            original()
+
+    monkeypatch.setattr(runner, "_iterate", iterate)
+    steps, transfers = runner.steps, runner.transfer.count
+    barrier = threading.Barrier(3)
+    jobs = [(f"Row number {i} says hello.", SamplingParams(seed=i, max_new_tokens=40 + 10 * i)) for i in range(3)]
+
+    def work(text, params):
+        barrier.wait()
+        run(engine_kind, text, params)
+
+    threads = [threading.Thread(target=work, args=job) for job in jobs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert runner.steps - steps >= 60
+    assert runner.transfer.count - transfers == runner.steps - steps
+    assert counter.ops > 1000 and counter.syncs == []  # the mode saw the loop's work, and no sync in it
+
+
+def test_chunked_prefill_gives_the_whole_prompts_codes(loaded):
+    from model_pool.engine import HiggsEngine
+    from model_pool.engine.voice_cache import VoiceCache
+
+    whole = HiggsEngine(loaded, VoiceCache(), name="whole", max_batch_size=2, context_tokens=1024, prefill_chunk=None)
+    chunked = HiggsEngine(loaded, VoiceCache(), name="chunked", max_batch_size=2, context_tokens=1024,
+                          prefill_chunk=7)
+    text = "A prompt long enough to take several prefill chunks of seven tokens each, with commas, and more."
+    prompt = chunked.encode_prompt(msgs(text))
+    assert prompt.input_ids.shape[0] > 30
+    params = SamplingParams(temperature=0, max_new_tokens=40)
+    pieces = []
+    original = chunked.runner._prefill
+
+    def spy(row, budget):
+        used = original(row, budget)
+        if text in row.prompt.text:
+            pieces.append(used)
+        return used
+
+    chunked.runner._prefill = spy
+    # Chunks apply only while other rows run: keep one running so the second prompt is prefilled 7 at a time.
+    background = threading.Thread(target=run, args=(chunked, "Background.", SamplingParams(temperature=0,
+                                                                                        max_new_tokens=300)))
+    background.start()
+    try:
+        assert torch.equal(run(whole, text, params), run(chunked, text, params))
+    finally:
+        background.join(120)
+    assert len(pieces) >= 4 and max(pieces) <= 7  # it really was prefilled in pieces
