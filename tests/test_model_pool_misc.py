@@ -129,3 +129,59 @@ def test_service_cancel_raises_and_frees_instance(service):
     with pytest.raises(Cancelled):
         list(stream)
     assert service._pool().stats()["busy"] == 0
+
+
+def _damaged_copy(tiny_checkpoint, tmp_path, edit):
+    import glob
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    copy = tmp_path / "damaged"
+    shutil.copytree(tiny_checkpoint, copy)
+    path = glob.glob(str(copy / "model" / "*.safetensors"))[0]
+    weights = load_file(path)
+    edit(weights)
+    save_file(weights, path, metadata={"format": "pt"})
+    return copy
+
+
+@pytest.mark.parametrize("edit, named", [
+    (lambda w: w.pop("model.norm.weight"), "missing keys: model.norm.weight"),
+    (lambda w: w.__setitem__("model.extra.weight", torch.zeros(3)), "unexpected keys: model.extra.weight"),
+])
+def test_partial_checkpoints_are_refused_naming_the_keys(tiny_checkpoint, tmp_path, edit, named):
+    damaged = _damaged_copy(tiny_checkpoint, tmp_path, edit)
+    with pytest.raises(ModelLoadError) as info:
+        load(str(damaged / "model"), str(damaged / "audio_tokenizer"), torch.device("cpu"))
+    assert named in info.value.message and str(damaged / "model") in info.value.message
+
+
+def test_codec_must_match_the_models_codebooks(tiny_checkpoint, monkeypatch):
+    from transformers import HiggsAudioV2ForConditionalGeneration
+
+    original = HiggsAudioV2ForConditionalGeneration.from_pretrained
+
+    def sixteen_codebooks(*args, **kwargs):
+        model, info = original(*args, **kwargs)
+        model.config.num_codebooks = 16
+        return model, info
+
+    monkeypatch.setattr(HiggsAudioV2ForConditionalGeneration, "from_pretrained", sixteen_codebooks)
+    with pytest.raises(ModelLoadError, match="8 quantizers but the model .* expects 16 codebooks"):
+        load(str(tiny_checkpoint / "model"), str(tiny_checkpoint / "audio_tokenizer"), torch.device("cpu"))
+
+
+def test_codec_loads_in_float32_and_encodes_without_padding(loaded, engine, monkeypatch):
+    assert loaded.processor.audio_tokenizer.dtype == torch.float32
+    seen = []
+    original = loaded.processor.audio_tokenizer.encode
+
+    def spy(values, **kw):
+        seen.append(values.shape[-1])
+        return original(values, **kw)
+
+    monkeypatch.setattr(loaded.processor.audio_tokenizer, "encode", spy)
+    monkeypatch.setattr(loaded.processor.feature_extractor, "hop_length", 960)  # the hub's extractor config
+    engine.codec.encode(np.zeros(24001, dtype=np.float32))
+    assert seen == [24001]  # padded to the hop it would be 24960

@@ -1,6 +1,12 @@
-"""The audio codec side of one engine: reference audio to codes, codes to waveform."""
+"""The audio codec side of one engine: reference audio to codes, codes to waveform.
+
+On CUDA the codec runs on its own stream: decoding a stream's audio (and copying it to the host) then waits only
+for codec work, not behind the decode steps the batch loop keeps queueing on the default stream.
+"""
 
 from __future__ import annotations
+
+import contextlib
 
 import numpy as np
 import torch
@@ -13,21 +19,27 @@ class Codec:
         self.feature_extractor = processor.feature_extractor
         self.tokenizer = processor.audio_tokenizer
         self.device = device
-        self.num_codebooks = self.tokenizer.config.num_quantizers
+        self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+
+    def _on_stream(self):
+        return torch.cuda.stream(self.stream) if self.stream is not None else contextlib.nullcontext()
 
     @torch.inference_mode()
     def encode(self, samples: np.ndarray) -> torch.Tensor:
-        """24 kHz mono float samples -> codes [frames, codebooks] (int64, on the CPU)."""
-        features = self.feature_extractor(samples, sampling_rate=SAMPLE_RATE, return_tensors="pt")
-        values = features["input_values"].to(self.device, dtype=torch.float32)
-        codes = self.tokenizer.encode(values, return_dict=False)  # [1, codebooks, frames]
-        return codes[0].transpose(0, 1).to("cpu", torch.long).contiguous()
+        """24 kHz mono float samples -> codes [frames, codebooks] (int64, on the CPU). Not padded to the hop length
+        (as the processor: padding=False), so no zeros are appended to the reference."""
+        features = self.feature_extractor(samples, sampling_rate=SAMPLE_RATE, return_tensors="pt", padding=False)
+        with self._on_stream():
+            values = features["input_values"].to(self.device, dtype=torch.float32)
+            codes = self.tokenizer.encode(values, return_dict=False)  # [1, codebooks, frames]
+            return codes[0].transpose(0, 1).to("cpu", torch.long).contiguous()
 
     @torch.inference_mode()
     def decode(self, frames: torch.Tensor) -> np.ndarray:
         """codes [frames, codebooks] -> float32 samples (960 per frame)."""
         if frames.shape[0] == 0:
             return np.zeros(0, dtype=np.float32)
-        codes = frames.to(self.device).transpose(0, 1).unsqueeze(0)
-        audio = self.tokenizer.decode(codes, return_dict=False)
-        return audio[0, 0].float().cpu().numpy()
+        with self._on_stream():
+            codes = frames.to(self.device).transpose(0, 1).unsqueeze(0)
+            audio = self.tokenizer.decode(codes, return_dict=False)
+            return audio[0, 0].float().cpu().numpy()

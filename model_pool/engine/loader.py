@@ -78,6 +78,24 @@ def _explain(what: str, path: str, exc: Exception) -> ModelLoadError:
     return ModelLoadError(message)
 
 
+# transformers' converter for the hub checkpoint may keep these aliases beside the weights they duplicate.
+_KNOWN_ALIASES = frozenset({"audio_decoder_proj.audio_lm_head.weight", "audio_decoder_proj.text_lm_head.weight"})
+
+
+def _refuse_partial(what: str, path: str, info: dict) -> None:
+    """Missing or unexpected weights mean a wrong or damaged checkpoint: random or ignored weights would speak
+    noise without a word of warning, so loading stops and names the keys."""
+    problems = []
+    for kind in ("missing_keys", "unexpected_keys", "mismatched_keys"):
+        keys = sorted(str(k) for k in info.get(kind) or () if str(k) not in _KNOWN_ALIASES)
+        if keys:
+            shown = ", ".join(keys[:8]) + (f" and {len(keys) - 8} more" if len(keys) > 8 else "")
+            problems.append(f"{kind.replace('_', ' ')}: {shown}")
+    if problems:
+        raise ModelLoadError(f"{what} at '{path}' does not match its architecture ({'; '.join(problems)}); "
+                             "is it a complete transformers-format Higgs Audio v2 checkpoint?")
+
+
 def load(model_path: str, audio_tokenizer_path: str, device: torch.device) -> LoadedModel:
     from transformers import (
         AutoTokenizer,
@@ -90,11 +108,15 @@ def load(model_path: str, audio_tokenizer_path: str, device: torch.device) -> Lo
     dtype = dtype_for(device)
     try:
         tokenizer = AutoTokenizer.from_pretrained(model_path)
-        model = HiggsAudioV2ForConditionalGeneration.from_pretrained(model_path, dtype=dtype)
+        model, info = HiggsAudioV2ForConditionalGeneration.from_pretrained(model_path, dtype=dtype,
+                                                                            output_loading_info=True)
     except Exception as exc:  # transformers raises OSError, ValueError, HTTP errors...
         raise _explain("the model", model_path, exc) from exc
+    _refuse_partial("the model", model_path, info)
     try:
-        audio_tokenizer = HiggsAudioV2TokenizerModel.from_pretrained(audio_tokenizer_path)
+        # float32 explicitly: the codec's encoder casts its input to float32, and its convolutions are small.
+        audio_tokenizer, info = HiggsAudioV2TokenizerModel.from_pretrained(
+            audio_tokenizer_path, dtype=torch.float32, output_loading_info=True)
         try:
             feature_extractor = DacFeatureExtractor.from_pretrained(audio_tokenizer_path)
         except OSError:
@@ -104,6 +126,11 @@ def load(model_path: str, audio_tokenizer_path: str, device: torch.device) -> Lo
             )
     except Exception as exc:
         raise _explain("the audio tokenizer", audio_tokenizer_path, exc) from exc
+    _refuse_partial("the audio tokenizer", audio_tokenizer_path, info)
+    quantizers, codebooks = audio_tokenizer.config.num_quantizers, model.config.num_codebooks
+    if quantizers != codebooks:
+        raise ModelLoadError(f"the audio tokenizer at '{audio_tokenizer_path}' has {quantizers} quantizers but the "
+                             f"model at '{model_path}' expects {codebooks} codebooks: they do not belong together")
     if not tokenizer.chat_template:
         raise ModelLoadError(f"the model at '{model_path}' has no chat template (chat_template.jinja)")
     processor = HiggsAudioV2Processor(
@@ -113,6 +140,6 @@ def load(model_path: str, audio_tokenizer_path: str, device: torch.device) -> Lo
         chat_template=tokenizer.chat_template,
     )
     model.to(device).eval()
-    audio_tokenizer.to(device).eval()  # the codec stays in float32: its convolutions are small
+    audio_tokenizer.to(device).eval()
     log.info("loaded %s + %s on %s (%s)", model_path, audio_tokenizer_path, device, dtype)
     return LoadedModel(model, processor, device, model_path, audio_tokenizer_path)
