@@ -31,7 +31,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[Settings, argparse.Namesp
     p.add_argument("--voice-prompts-dir", default=d.voice_prompts_dir)
     p.add_argument("--scene-prompts-dir", default=d.scene_prompts_dir)
     p.add_argument("--reload", action="store_true", help="development: restart when code changes")
-    p.add_argument("--workers", type=int, default=d.workers, help="gunicorn worker processes (each loads a pool)")
+    p.add_argument("--workers", type=int, default=d.workers,
+                   help="gunicorn worker processes on a CPU (each loads a pool); with --device auto and N GPUs there "
+                        "are N workers, one per GPU")
     p.add_argument("--threads", type=int, default=d.threads, help="threads per worker (0: automatic)")
     p.add_argument("--instances-per-device", type=int, default=d.instances_per_device,
                    help="preloaded model instances per device in each worker")

@@ -2,17 +2,20 @@
 
 gthread workers: each request (and each open stream) holds a thread, so there must be more threads than model
 instances, or health checks and queued requests could not be answered while every instance is busy. The app is not
-preloaded: the master never touches CUDA; each worker loads its own pool in the background.
+preloaded: the master never touches CUDA; each worker loads its own pool in the background. With --device auto and
+N GPUs there are N workers, worker i owning cuda:i (app/workers.py).
 """
 
 import os
 
 from app.settings import Settings
+from app.workers import count_gpus, layout, wants_every_gpu
 
 _s = Settings.from_env()
+_layout = layout(_s.device, _s.workers, count_gpus() if wants_every_gpu(_s.device) else 0)
 
 bind = [f"{_s.host}:{_s.port}"] if ":" not in _s.host else [f"[{_s.host}]:{_s.port}"]
-workers = _s.workers
+workers = _layout.workers
 worker_class = "gthread"
 _slots = max(1, _s.instances_per_device) * max(1, _s.max_batch_size)
 threads = _s.threads or max(8, 2 * _slots + 4)  # running + queued requests, plus room for health checks
@@ -34,6 +37,20 @@ def on_starting(server):
         for name in os.listdir(directory):
             if name.endswith(".db"):
                 os.remove(os.path.join(directory, name))
+
+
+def pre_fork(server, worker):
+    """Give the new worker the first GPU no live worker owns (the master knows them all; the child inherits it)."""
+    if _layout.devices:
+        taken = {getattr(w, "higgs_device", None) for w in server.WORKERS.values()}
+        worker.higgs_device = _layout.assign(taken)
+
+
+def post_fork(server, worker):
+    device = getattr(worker, "higgs_device", None)
+    if device:
+        os.environ["HIGGS_DEVICE"] = device  # read by the app, which each worker creates after the fork
+        server.log.info("worker %s owns %s", worker.pid, device)
 
 
 def child_exit(server, worker):
