@@ -32,9 +32,11 @@ class Runtime:
             acquire_timeout=settings.queue_timeout,
             max_text_chars=settings.max_text_chars,
             max_speakers=settings.max_speakers,
+            max_request_steps=settings.max_request_steps,
         )
 
     def _build_pool(self):
+        from model_pool.engine.voice_cache import VoiceCache
         from model_pool.pool import ModelPool, split_cpu_threads
 
         s = self.settings
@@ -43,9 +45,12 @@ class Runtime:
             s.audio_tokenizer_path,
             device=s.device,
             instances_per_device=s.instances_per_device,
+            voice_cache=VoiceCache(max_seconds=s.max_upload_seconds),
             max_waiting=s.max_queue or None,
             max_batch_size=s.max_batch_size,
             compile=s.compile,
+            context_tokens=s.max_context_tokens,
+            prefill_chunk=s.prefill_chunk or None,
             cpu_threads=s.cpu_threads or split_cpu_threads(s.instances_per_device * max(1, s.workers)),
         )
 
@@ -71,7 +76,4 @@ def prepare_job(args: dict, clip=None) -> tuple[Runtime, PreparedJob]:
     """Every input check of a generation request, before any model work and before a stream's first byte; then
     503 if the model is not ready. args: fields loaded by GenerateSchema (or mapped onto its names)."""
     rt = runtime()
-    job = rt.service.prepare(to_generation_request(args, rt.settings.max_new_tokens, clip))
-    job.request_id = g.request_id
-    rt.require_ready()
-    return rt, job
+    return rt, rt.service.prepare(to_generation_request(args, rt.settings.max_new_tokens, clip), g.request_id)

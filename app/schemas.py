@@ -6,7 +6,7 @@ import marshmallow as ma
 from flask_smorest.fields import Upload
 from marshmallow import fields, validate
 
-from model_pool.request import GenerationRequest, ReferenceClip, SamplingParams
+from model_pool.request import CHUNK_METHODS, GenerationRequest, ReferenceClip, SamplingParams
 
 from .encoder import FORMAT_NAMES
 
@@ -49,7 +49,7 @@ class GenerateSchema(ma.Schema):
     ras_win_len = WholeNumber(load_default=7, allow_none=True, validate=validate.Range(0, 1000),
                                  metadata={"description": "RAS window length; 0 or null turns RAS off"})
     ras_win_max_num_repeat = WholeNumber(load_default=2, validate=validate.Range(1, 1000))
-    chunk_method = fields.String(load_default=None, allow_none=True, validate=validate.OneOf(["speaker", "word"]))
+    chunk_method = fields.String(load_default=None, allow_none=True, validate=validate.OneOf(CHUNK_METHODS))
     chunk_max_word_num = WholeNumber(load_default=200, validate=validate.Range(1, 10000))
     chunk_max_num_turns = WholeNumber(load_default=1, validate=validate.Range(1, 1000))
     generation_chunk_buffer_size = WholeNumber(load_default=None, allow_none=True, validate=validate.Range(0, 1000))

@@ -9,7 +9,18 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, fields
 
-from model_pool.defaults import DEFAULT_AUDIO_TOKENIZER, DEFAULT_MODEL
+from model_pool.defaults import (
+    DEFAULT_AUDIO_TOKENIZER,
+    DEFAULT_MAX_BATCH_SIZE,
+    DEFAULT_MAX_CONTEXT_TOKENS,
+    DEFAULT_MAX_NEW_TOKENS,
+    DEFAULT_MAX_REQUEST_STEPS,
+    DEFAULT_MAX_TEXT_CHARS,
+    DEFAULT_MODEL,
+    DEFAULT_PREFILL_CHUNK,
+    MAX_REFERENCE_SECONDS,
+    MAX_SPEAKERS,
+)
 
 ENV_PREFIX = "HIGGS_"
 
@@ -21,21 +32,24 @@ class Settings:
     model_path: str = DEFAULT_MODEL
     audio_tokenizer_path: str = DEFAULT_AUDIO_TOKENIZER
     device: str = "auto"
-    max_new_tokens: int = 2048
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
     voice_prompts_dir: str = "examples/voice_prompts"
     scene_prompts_dir: str = "examples/scene_prompts"
     instances_per_device: int = 1
     cpu_threads: int = 0  # torch threads per instance on CPU; 0: the cores, less one, split between instances
-    max_batch_size: int = 8  # concurrent requests decoded together by one instance; 1 turns batching off
+    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE  # requests one instance decodes together; 1 turns batching off
+    max_context_tokens: int = DEFAULT_MAX_CONTEXT_TOKENS  # a request's prompt + max_new_tokens (KV cache per slot)
+    prefill_chunk: int = DEFAULT_PREFILL_CHUNK  # prompt tokens prefilled between decode steps; 0: whole prompts
     compile: str = "auto"  # torch.compile of the decode step (CUDA graphs on GPUs): auto = on for CUDA, off for CPU
     workers: int = 1
     threads: int = 0  # 0: enough for the pool plus health checks (see gunicorn.conf.py)
     queue_timeout: float = 60.0  # seconds a request waits for a free model instance
     max_queue: int = 0  # requests allowed to wait; 0: twice the pool size
     max_upload_mb: float = 20.0
-    max_upload_seconds: float = 30.0
-    max_text_chars: int = 20000
-    max_speakers: int = 8
+    max_upload_seconds: float = MAX_REFERENCE_SECONDS
+    max_text_chars: int = DEFAULT_MAX_TEXT_CHARS
+    max_speakers: int = MAX_SPEAKERS
+    max_request_steps: int = DEFAULT_MAX_REQUEST_STEPS  # chunks x max_new_tokens per request
     max_body_kb: int = 1024  # JSON request bodies
     max_form_parts: int = 50
     api_key: str = ""  # empty: no authentication

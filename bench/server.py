@@ -102,4 +102,7 @@ def start_server(checkpoint: Path, log_dir: Path, *extra: str, env: dict | None 
     wait_until(ready, timeout, "the server to load the model")
     if proc.poll() is not None:
         raise AssertionError(f"server exited: {(log_dir / 'stderr.log').read_text()[-3000:]}")
+    # /readyz answers for whichever worker takes the connection: wait until every worker has loaded.
+    workers = int(extra[extra.index("--workers") + 1]) if "--workers" in extra else 1
+    wait_until(lambda: server.log().count("models ready") >= workers, timeout, "every worker to load the model")
     return server

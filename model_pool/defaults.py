@@ -14,8 +14,13 @@ DEFAULT_MAX_NEW_TOKENS = 2048  # decode steps per chunk (the spec's --max-new-to
 DEFAULT_MAX_CONTEXT_TOKENS = 8192
 DEFAULT_PREFILL_CHUNK = 512  # prompt tokens prefilled between two decode steps (bounds the stall of running rows)
 DEFAULT_MAX_BATCH_SIZE = 8
+# Decode steps one request may cost: its chunks x max_new_tokens, checked before any work (about 22 minutes of
+# audio at 25 frames a second).
+DEFAULT_MAX_REQUEST_STEPS = 32768
 
 MIN_TEMPERATURE = 1e-5  # below it sampling is greedy (as vLLM); logits / temperature then stay finite in float32
 MAX_TEMPERATURE = 2.0
 MAX_RAS_WINDOW = 1000
 MAX_SPEAKERS = 8
+DEFAULT_MAX_TEXT_CHARS = 20000
+MAX_REFERENCE_SECONDS = 30.0  # a reference clip (upload or voice file); longer ones only cost context

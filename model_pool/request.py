@@ -9,7 +9,7 @@ import numpy as np
 SAMPLE_RATE = 24000
 FRAME_RATE = 25
 SAMPLES_PER_FRAME = SAMPLE_RATE // FRAME_RATE
-CHUNK_METHODS = (None, "speaker", "word")
+CHUNK_METHODS = ("speaker", "word")  # long-form splitting; None keeps the text whole
 
 
 @dataclass(frozen=True)
@@ -26,10 +26,10 @@ class SamplingParams:
 
 @dataclass
 class ReferenceClip:
-    """A caller-supplied reference: mono float32 samples at `sample_rate`, and its transcript if known."""
+    """A caller-supplied reference: mono float32 samples at 24 kHz (model_pool.audio.decode_clip), and its
+    transcript if known."""
 
     samples: np.ndarray
-    sample_rate: int
     transcript: str | None = None
 
 

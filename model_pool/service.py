@@ -1,35 +1,40 @@
 """The text-to-speech service the HTTP layer talks to: prepare (validate everything), then stream audio.
 
-`prepare` does all the checking a request can fail, before any instance is taken or byte is sent. `stream`
-borrows an instance for the whole request and yields audio pieces as frames complete; long-form chunks are
-generated one after another with earlier chunks' codes fed back as context. `/generate` is the joined stream, so
+`prepare` does all the checking a request can fail, before any instance is taken or byte is sent: the plan (names,
+limits), the per-request budget, then, with the model loaded, the reference clips encoded once and every chunk's
+prompt measured against the context. `stream` borrows an instance for the whole request and yields audio pieces as
+frames complete; long-form chunks are generated one after another with earlier chunks' codes fed back as context
+(the oldest dropped, and logged, when a prompt would outgrow the context). `/generate` is the joined stream, so
 streamed and one-shot audio are the same samples.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 
 import numpy as np
 
-from .audio import to_model_rate
+from .defaults import DEFAULT_MAX_NEW_TOKENS, DEFAULT_MAX_REQUEST_STEPS, DEFAULT_MAX_TEXT_CHARS, MAX_SPEAKERS
 from .engine.stream_decoder import StreamDecoder
-from .errors import Cancelled, InvalidRequest
+from .errors import Cancelled, ContextTooLong, InvalidRequest
 from .pool import ModelPool
 from .prompt.library import SceneLibrary, VoiceLibrary
 from .prompt.planner import PromptPlan, PromptPlanner
-from .request import SAMPLE_RATE, GenerationRequest, ReferenceClip, SamplingParams
+from .request import GenerationRequest, SamplingParams
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
 class PreparedJob:
-    plan: PromptPlan
+    plan: PromptPlan  # reference clips already encoded
     sampling: SamplingParams
-    request_id: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
+    request_id: str
+    text: str  # the text as submitted
 
 
 @dataclass
@@ -45,7 +50,6 @@ class AudioPiece:
 class GenerationStats:
     queue_wait_s: float = 0.0
     first_audio_s: float | None = None
-    total_s: float = 0.0
     frames: int = 0
     samples: int = 0
     prompt_tokens: int = 0  # text and audio tokens of every chunk's prompt (usage reports)
@@ -57,58 +61,71 @@ class TTSService:
         pool: Callable[[], ModelPool],
         voices: VoiceLibrary,
         scenes: SceneLibrary,
-        max_new_tokens: int = 2048,
+        max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
         acquire_timeout: float | None = 30.0,
-        max_text_chars: int = 20000,
-        max_speakers: int = 8,
+        max_speakers: int = MAX_SPEAKERS,
+        max_request_steps: int = DEFAULT_MAX_REQUEST_STEPS,
+        max_text_chars: int = DEFAULT_MAX_TEXT_CHARS,
     ):
-        self._pool = pool  # a callable, so the pool can load in the background (it raises NotReady meanwhile)
-        self.voices = voices
-        self.scenes = scenes
+        self.pool = pool  # returns the pool, or raises NotReady while it loads (or after it failed)
         self.planner = PromptPlanner(voices, scenes, max_speakers=max_speakers)
-        self.max_text_chars = max_text_chars
         self.max_new_tokens = max_new_tokens
+        self.max_request_steps = max_request_steps
+        self.max_text_chars = max_text_chars
         self.acquire_timeout = acquire_timeout
 
-    def prepare(self, request: GenerationRequest) -> PreparedJob:
+    def prepare(self, request: GenerationRequest, request_id: str = "-") -> PreparedJob:
         sampling = request.sampling
-        if len(request.text or "") > self.max_text_chars:
+        if len(request.text) > self.max_text_chars:
             raise InvalidRequest("text", f"text is {len(request.text)} characters; the limit is {self.max_text_chars}")
         if sampling.max_new_tokens > self.max_new_tokens:
             raise InvalidRequest(
                 "max_new_tokens", f"max_new_tokens must be at most {self.max_new_tokens} (the server's maximum)"
             )
-        if request.ref_clip is not None:
-            clip = request.ref_clip
-            samples = to_model_rate(clip.samples, clip.sample_rate)
-            request = replace(request, ref_clip=ReferenceClip(samples, SAMPLE_RATE, clip.transcript))
-        return PreparedJob(self.planner.plan(request), sampling)
+        plan = self.planner.plan(request)
+        steps = len(plan.chunks) * sampling.max_new_tokens
+        if steps > self.max_request_steps:
+            raise InvalidRequest(
+                "max_new_tokens",
+                f"the text makes {len(plan.chunks)} chunk(s) of up to {sampling.max_new_tokens} decode steps each: "
+                f"{steps} steps exceed the per-request budget of {self.max_request_steps}; lower max_new_tokens "
+                "(per chunk) or send less text")
+        engine = self.pool().engines[0]  # NotReady (503) while loading; every instance encodes alike
+        sources = plan.sources()
+        plan = plan.with_codes({i: engine.codes_for(source) for i, source in enumerate(sources)})
+        for index in range(len(plan.chunks)):  # each chunk with no earlier chunk in its context must fit
+            length = int(engine.encode_prompt(plan.conversation(index, [], dropped=index)).input_ids.shape[0])
+            if length + sampling.max_new_tokens > engine.context_tokens:
+                raise ContextTooLong(length, sampling.max_new_tokens, engine.context_tokens)
+        return PreparedJob(plan, sampling, request_id, request.text)
 
     def admit(self) -> None:
         """Raise NotReady or PoolBusy now if a request could not be queued (before a stream's first byte)."""
-        self._pool().admit()
+        self.pool().admit()
 
-    def stream(
-        self,
-        job: PreparedJob,
-        cancel: threading.Event | None = None,
-        stats: GenerationStats | None = None,
-    ) -> Iterator[AudioPiece]:
+    def stream(self, job: PreparedJob, cancel: threading.Event | None = None,
+               stats: GenerationStats | None = None) -> Iterator[AudioPiece]:
         stats = stats if stats is not None else GenerationStats()
         start = time.perf_counter()
         plan, sampling = job.plan, job.sampling
-        with self._pool().lend(self.acquire_timeout, cancel) as engine:
+        with self.pool().lend(self.acquire_timeout, cancel) as engine:
             stats.queue_wait_s = time.perf_counter() - start
-            generated = []
+            generated, dropped = [], 0
             for index in range(len(plan.chunks)):
-                prompt = engine.encode_prompt(plan.conversation(index, generated))
-                stats.prompt_tokens += int(prompt.input_ids.shape[-1])
-                chunk_params = sampling
-                if sampling.seed is not None:  # each chunk its own, still reproducible, random stream
-                    chunk_params = replace(sampling, seed=sampling.seed + index)
+                prompt = engine.encode_prompt(plan.conversation(index, generated, dropped))
+                while prompt.input_ids.shape[0] + sampling.max_new_tokens > engine.context_tokens:
+                    if dropped >= index:  # prepare() proved this fits; only a changed context could get here
+                        raise ContextTooLong(int(prompt.input_ids.shape[0]), sampling.max_new_tokens,
+                                             engine.context_tokens)
+                    dropped += 1
+                    prompt = engine.encode_prompt(plan.conversation(index, generated, dropped))
+                    log.info("request %s chunk %d: dropped the oldest generated chunk from the context (%d so "
+                             "far) to fit the %d-token context", job.request_id, index, dropped,
+                             engine.context_tokens)
+                stats.prompt_tokens += int(prompt.input_ids.shape[0])
                 decoder = StreamDecoder(engine.codec.decode)
                 step_count = 0
-                for step in engine.generate(prompt, chunk_params, cancel):
+                for step in engine.generate(prompt, sampling, cancel):  # every chunk the same seed, as upstream
                     step_count = step.index + 1
                     if step.frame is None:
                         continue
@@ -123,7 +140,6 @@ class TTSService:
                 frames = decoder.frames
                 stats.frames += frames.shape[0]
                 generated.append(frames)
-        stats.total_s = time.perf_counter() - start
 
     @staticmethod
     def _piece(samples, steps, sampling, index, plan, stats, start) -> AudioPiece:

@@ -9,14 +9,12 @@ import torch
 
 from model_pool.engine import HiggsEngine
 from model_pool.engine.voice_cache import VoiceCache
+from model_pool.prompt.planner import Turn, User
 from model_pool.request import SamplingParams
 
 
 def msgs(text):
-    return [
-        {"role": "system", "content": [{"type": "text", "text": "Generate audio following instruction."}]},
-        {"role": "user", "content": [{"type": "text", "text": text}]},
-    ]
+    return [Turn("system", [["Generate audio following instruction."]]), Turn("user", [[User(text)]])]
 
 
 TEXTS = ["Hello world.", "A much longer sentence to make a longer prompt, with commas.", "Hi.", "Numbers 1 2 3."]

@@ -10,11 +10,9 @@ from model_pool.engine import HiggsEngine
 from model_pool.engine.stream_decoder import StreamDecoder
 from model_pool.engine.voice_cache import VoiceCache
 from model_pool.request import SamplingParams
+from test_batching import msgs
 
-MSGS = [
-    {"role": "system", "content": [{"type": "text", "text": "Generate audio following instruction."}]},
-    {"role": "user", "content": [{"type": "text", "text": "Hello world."}]},
-]
+MSGS = msgs("Hello world.")
 
 
 def frames_of(engine, params, messages=MSGS, cancel=None):

@@ -16,6 +16,11 @@ from model_pool.request import GenerationRequest, SamplingParams
 from model_pool.service import TTSService
 from test_batching import msgs, run
 
+
+def frames(steps) -> torch.Tensor:
+    got = [s.frame for s in steps if s.frame is not None]
+    return torch.stack(got) if got else torch.zeros((0, 8), dtype=torch.long)
+
 VICTIM = "The victim's text, of a length nobody else has."
 SURVIVORS = [("Hello world.", SamplingParams(temperature=0, max_new_tokens=60)),
              ("Numbers 1 2 3.", SamplingParams(seed=21, max_new_tokens=70))]
@@ -35,11 +40,12 @@ def engine_kind(request, loaded, compiled_engine):
     return HiggsEngine(loaded, VoiceCache(), name="isolation", max_batch_size=4, context_tokens=1024)
 
 
+def is_victim(row) -> bool:
+    return row is not None and getattr(row.prompt, "victim", False)
+
+
 def victim_slot(runner) -> int | None:
-    for slot, row in enumerate(runner._slots):
-        if row is not None and row.prompt.text.count(VICTIM):
-            return slot
-    return None
+    return next((slot for slot, row in enumerate(runner._slots) if is_victim(row)), None)
 
 
 def inject(stage: str, runner, monkeypatch):
@@ -48,7 +54,7 @@ def inject(stage: str, runner, monkeypatch):
         original = runner._prefill
 
         def prefill(row, budget):
-            if VICTIM in row.prompt.text:
+            if is_victim(row):
                 raise Injected("prefill")
             return original(row, budget)
 
@@ -57,7 +63,7 @@ def inject(stage: str, runner, monkeypatch):
         original = runner.cache.insert
 
         def insert(slot, prefilled, length):
-            if VICTIM in runner._slots[slot].prompt.text:
+            if is_victim(runner._slots[slot]):
                 raise Injected("cache merge")
             return original(slot, prefilled, length)
 
@@ -104,9 +110,11 @@ def test_a_fault_fails_its_row_alone(engine_kind, stage, monkeypatch):
     barrier = threading.Barrier(3)
 
     def work(name, text, params):
+        prompt = engine.encode_prompt(msgs(text))
+        prompt.victim = name == "victim"  # the injected faults pick this row out
         barrier.wait()
         try:
-            results[name] = run(engine, text, params)
+            results[name] = frames(engine.generate(prompt, params))
         except Exception as exc:  # noqa: BLE001 - the victim's error is the point
             errors[name] = exc
 
@@ -217,22 +225,26 @@ def test_chunked_prefill_gives_the_whole_prompts_codes(loaded):
     prompt = chunked.encode_prompt(msgs(text))
     assert prompt.input_ids.shape[0] > 30
     params = SamplingParams(temperature=0, max_new_tokens=40)
+    expected = frames(whole.generate(whole.encode_prompt(msgs(text)), params))
     pieces = []
     original = chunked.runner._prefill
 
     def spy(row, budget):
         used = original(row, budget)
-        if text in row.prompt.text:
+        if row.prompt is prompt:
             pieces.append(used)
         return used
 
     chunked.runner._prefill = spy
     # Chunks apply only while other rows run: keep one running so the second prompt is prefilled 7 at a time.
+    running = threading.Event()
     background = threading.Thread(target=run, args=(chunked, "Background.", SamplingParams(temperature=0,
-                                                                                        max_new_tokens=300)))
+                                                                                        max_new_tokens=300)),
+                                  kwargs={"on_step": lambda step: running.set()})
     background.start()
+    assert running.wait(60)
     try:
-        assert torch.equal(run(whole, text, params), run(chunked, text, params))
+        assert torch.equal(expected, frames(chunked.generate(prompt, params)))
     finally:
         background.join(120)
     assert len(pieces) >= 4 and max(pieces) <= 7  # it really was prefilled in pieces

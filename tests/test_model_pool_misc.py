@@ -13,7 +13,7 @@ from model_pool.engine.loader import load, resolve_devices
 from model_pool.errors import Cancelled, InvalidRequest, ModelLoadError
 from model_pool.pool import ModelPool
 from model_pool.prompt.library import SceneLibrary, VoiceLibrary
-from model_pool.request import GenerationRequest, ReferenceClip, SamplingParams
+from model_pool.request import GenerationRequest, SamplingParams
 from model_pool.service import GenerationStats, TTSService
 
 
@@ -104,20 +104,22 @@ def test_service_stream_pieces_progress_and_clone(service):
     assert len(pieces) >= 2
     assert [p.chunk for p in pieces] == [0] * len(pieces) and pieces[-1].generated_tokens == 40
     assert sum(p.samples.shape[0] for p in pieces) == 32 * 960
-    hits = service._pool().engines[0].voice_cache.hits
+    hits = service.pool().engines[0].voice_cache.hits
     list(service.stream(service.prepare(req)))
-    assert service._pool().engines[0].voice_cache.hits == hits + 1
+    assert service.pool().engines[0].voice_cache.hits == hits + 1
 
 
-def test_service_upload_is_resampled_and_max_tokens_bounded(service):
-    stereo = np.random.default_rng(0).standard_normal((44100, 2)).astype(np.float32) * 0.1
-    job = service.prepare(GenerationRequest(text="Hi", ref_clip=ReferenceClip(stereo, 44100, "words"),
-                                            sampling=SamplingParams(max_new_tokens=20)))
-    clip = job.plan.context[1]["content"][0]["source"].samples
-    assert clip.ndim == 1 and clip.shape[0] == 24000
+def test_service_bounds_max_new_tokens_and_the_request_budget(service):
     with pytest.raises(InvalidRequest) as info:
         service.prepare(GenerationRequest(text="Hi", sampling=SamplingParams(max_new_tokens=201)))
     assert info.value.field == "max_new_tokens"
+    service.max_request_steps = 100
+    text = "\n".join(f"[SPEAKER0] Turn {i}." for i in range(5))
+    service.prepare(GenerationRequest(text=text, chunk_method="speaker", sampling=SamplingParams(max_new_tokens=20)))
+    with pytest.raises(InvalidRequest) as info:  # 5 chunks x 21 steps > 100
+        service.prepare(GenerationRequest(text=text, chunk_method="speaker",
+                                          sampling=SamplingParams(max_new_tokens=21)))
+    assert info.value.field == "max_new_tokens" and "5 chunk(s)" in info.value.message and "100" in info.value.message
 
 
 def test_service_cancel_raises_and_frees_instance(service):
@@ -128,7 +130,7 @@ def test_service_cancel_raises_and_frees_instance(service):
     cancel.set()
     with pytest.raises(Cancelled):
         list(stream)
-    assert service._pool().stats()["busy"] == 0
+    assert service.pool().stats()["busy"] == 0
 
 
 def _damaged_copy(tiny_checkpoint, tmp_path, edit):

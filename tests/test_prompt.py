@@ -1,115 +1,196 @@
-"""The rendered prompt of every mode, against the checkpoint's chat format."""
+"""Every prompt mode against upstream's format (Boson AI's examples/generation.py), rendered through the chat
+template transformers' converter writes into the hub checkpoint (tests/fixtures/hub_chat_template.jinja), and
+client strings kept as data whatever they contain.
+
+The expected strings are written out from upstream's code, not rendered by our template: upstream builds the
+system message as "Generate audio following instruction.\\n\\n<|scene_desc_start|>\\n...\\n<|scene_desc_end|>",
+the reference turns as user transcript + assistant audio, and its audio markup in the hub format is
+<|audio_out_bos|><|AUDIO_OUT|><|audio_eos|>."""
+
+from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from model_pool.errors import InvalidRequest, UnknownScene, UnknownVoice
 from model_pool.prompt.library import SceneLibrary, VoiceLibrary
 from model_pool.prompt.planner import MULTI_SPEAKER_SYSTEM, PromptPlanner
 from model_pool.request import GenerationRequest, ReferenceClip
 
-SYS = "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\n"
+HUB_TEMPLATE = (Path(__file__).parent / "fixtures" / "hub_chat_template.jinja").read_text()
+SINGLE = "Generate audio following instruction."
 AUDIO = "<|audio_out_bos|><|AUDIO_OUT|><|audio_eos|>"
 GEN = "<|start_header_id|>assistant<|end_header_id|>\n\n<|audio_out_bos|>"
+ASSISTANT = f"<|start_header_id|>assistant<|end_header_id|>\n\n{AUDIO}<|eot_id|>"
+ROOM = "Audio is recorded from a quiet room."
 
 
-def user(text):
+def system(text: str, scene: str | None = None) -> str:
+    block = f"\n\n<|scene_desc_start|>\n{scene}\n<|scene_desc_end|>" if scene is not None else ""
+    return f"<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\n{text}{block}<|eot_id|>"
+
+
+def user(text: str) -> str:
     return f"<|start_header_id|>user<|end_header_id|>\n\n{text}<|eot_id|>"
 
 
-ASSISTANT = f"<|start_header_id|>assistant<|end_header_id|>\n\n{AUDIO}<|eot_id|>"
+@pytest.fixture
+def planner(voice_dir, scene_dir):
+    return PromptPlanner(VoiceLibrary(voice_dir), SceneLibrary(scene_dir))
 
 
 @pytest.fixture
-def render(engine, voice_dir, scene_dir):
-    planner = PromptPlanner(VoiceLibrary(voice_dir), SceneLibrary(scene_dir))
+def render(engine, planner, monkeypatch):
+    """Plan a request and render chunk `chunk` through the hub checkpoint's template."""
+    monkeypatch.setattr(engine.prompts, "template", HUB_TEMPLATE)
 
     def _render(chunk=0, generated=(), **kw):
         plan = planner.plan(GenerationRequest(**kw))
-        return engine.render(plan.conversation(chunk, list(generated))), plan
+        return engine.prompts.render(plan.conversation(chunk, list(generated))), plan
 
     return _render
 
 
-def test_smart_voice_with_named_scene(render):
-    text, _ = render(text="Hello there")
-    assert text == (
-        SYS + "Generate audio following instruction.\n\n<|scene_desc_start|>\nAudio is recorded from a quiet room."
-        "\n<|scene_desc_end|><|eot_id|>" + user("Hello there.") + GEN
-    )
+CLIP = np.zeros(24000, dtype=np.float32)
+GOLDEN = {
+    "smart voice, named scene": (
+        dict(text="Hello there"), system(SINGLE, ROOM) + user("Hello there.") + GEN),
+    "smart voice, free-text scene": (
+        dict(text="Hi", scene_prompt="Noisy street, rain."), system(SINGLE, "Noisy street, rain.") + user("Hi.") + GEN),
+    "smart voice, no scene": (
+        dict(text="Hi", scene_prompt=""), system(SINGLE) + user("Hi.") + GEN),
+    "named voice with its transcript, scene": (
+        dict(text="Say this.", ref_audio="belinda"),
+        system(SINGLE, ROOM) + user("I am Belinda.") + ASSISTANT + user("Say this.") + GEN),
+    # Upstream sends no system message here; the hub template requires one, so it is the single-speaker text.
+    "named voice, no scene": (
+        dict(text="Say this.", ref_audio="belinda", scene_prompt=""),
+        system(SINGLE) + user("I am Belinda.") + ASSISTANT + user("Say this.") + GEN),
+    "upload with transcript (used as given)": (
+        dict(text="Say this.", scene_prompt="", ref_clip=ReferenceClip(CLIP, "  clip words，as spoken  ")),
+        system(SINGLE) + user("clip words，as spoken") + ASSISTANT + user("Say this.") + GEN),
+    "upload without transcript, no scene: SPEAKER0 on one line, no tag added to the text": (
+        dict(text="Say this.", scene_prompt="", ref_clip=ReferenceClip(CLIP, None)),
+        system(SINGLE, f"SPEAKER0: {AUDIO}") + user("Say this.") + GEN),
+    "upload without transcript, with scene": (
+        dict(text="Say this.", ref_clip=ReferenceClip(CLIP, None)),
+        system(SINGLE, f"{ROOM}\n\nSPEAKER0: {AUDIO}") + user("Say this.") + GEN),
+    "dialogue, the tags present and sorted": (
+        dict(text="[SPEAKER2] Hi.\n[SPEAKER1] Hello."),
+        system(MULTI_SPEAKER_SYSTEM, f"{ROOM}\n\nSPEAKER1: feminine\nSPEAKER2: masculine")
+        + user("[SPEAKER2] Hi.\n[SPEAKER1] Hello.") + GEN),
+    "dialogue without scene: one newline between descriptions": (
+        dict(text="[SPEAKER0] Hi. [SPEAKER1] Hello.", scene_prompt=""),
+        system(MULTI_SPEAKER_SYSTEM, "SPEAKER0: feminine\nSPEAKER1: masculine")
+        + user("[SPEAKER0] Hi. [SPEAKER1] Hello.") + GEN),
+    "two voices: transcripts prefixed": (
+        dict(text="[SPEAKER0] Hi.\n[SPEAKER1] Hello.", scene_prompt="", ref_audio="belinda,en_man"),
+        system(SINGLE) + user("[SPEAKER0] I am Belinda.") + ASSISTANT + user("[SPEAKER1] I am a man.") + ASSISTANT
+        + user("[SPEAKER0] Hi.\n[SPEAKER1] Hello.") + GEN),
+    "one voice, two tags: no prefix": (
+        dict(text="[SPEAKER0] Hi.\n[SPEAKER1] Hello.", scene_prompt="", ref_audio="belinda"),
+        system(SINGLE) + user("I am Belinda.") + ASSISTANT + user("[SPEAKER0] Hi.\n[SPEAKER1] Hello.") + GEN),
+    "a single profile: described in the scene, no tag added": (
+        dict(text="Say this.", scene_prompt="", ref_audio="profile:narrator"),
+        system(SINGLE, "SPEAKER0: A calm, low male voice.") + user("Say this.") + GEN),
+    "profile mixed with voices: every voice's audio in the scene": (
+        dict(text="[SPEAKER0] Hi.\n[SPEAKER1] Hello.\n[SPEAKER2] Hey.", ref_audio="belinda,en_man,profile:narrator"),
+        system(SINGLE, f"{ROOM}\n\nSPEAKER0: {AUDIO}\nSPEAKER1: {AUDIO}\nSPEAKER2: A calm, low male voice.")
+        + user("[SPEAKER0] Hi.\n[SPEAKER1] Hello.\n[SPEAKER2] Hey.") + GEN),
+    "a voice without transcript goes into the scene": (
+        dict(text="Say this.", scene_prompt="", ref_audio="mute"),
+        system(SINGLE, f"SPEAKER0: {AUDIO}") + user("Say this.") + GEN),
+    "text preparation: full-width comma becomes comma and space": (
+        dict(text="你好，世界（测试）", scene_prompt=""), system(SINGLE) + user("你好, 世界 测试.") + GEN),
+}
 
 
-def test_free_text_scene_and_empty_scene(render):
-    text, _ = render(text="Hi", scene_prompt="Noisy street, rain.")
-    assert "<|scene_desc_start|>\nNoisy street, rain.\n<|scene_desc_end|>" in text
-    text, _ = render(text="Hi", scene_prompt="")
-    assert text == SYS + "Generate audio following instruction.<|eot_id|>" + user("Hi.") + GEN
+@pytest.mark.parametrize("mode", list(GOLDEN))
+def test_prompt_modes_match_upstream(render, mode):
+    kw, expected = GOLDEN[mode]
+    text, _ = render(**kw)
+    assert text == expected
 
 
-def test_named_voice_clone(render):
-    text, _ = render(text="Say this.", ref_audio="belinda", scene_prompt=None)
-    assert text == (
-        SYS + "Generate audio following instruction.<|eot_id|>" + user("I am Belinda.") + ASSISTANT + user("Say this.") + GEN
-    )
-
-
-def test_uploaded_clip_with_and_without_transcript(render):
-    clip = np.zeros(24000, dtype=np.float32)
-    text, _ = render(text="Say this.", scene_prompt="", ref_clip=ReferenceClip(clip, 24000, "Clip words"))
-    assert text.endswith(user("Clip words.") + ASSISTANT + user("Say this.") + GEN)
-    text, _ = render(text="Say this.", scene_prompt="", ref_clip=ReferenceClip(clip, 24000, None))
-    assert text == (
-        # The checkpoint's template puts a blank line after the first scene item, then " <audio>".
-        SYS + "Generate audio following instruction.\n\n<|scene_desc_start|>\nSPEAKER0:\n\n " + AUDIO
-        + "\n<|scene_desc_end|><|eot_id|>" + user("[SPEAKER0] Say this.") + GEN
-    )
-
-
-def test_multi_speaker_smart_voice_default_descriptions(render):
-    text, _ = render(text="[SPEAKER0] Hi.\n[SPEAKER1] Hello.")
-    assert text == (
-        SYS + MULTI_SPEAKER_SYSTEM + "\n\n<|scene_desc_start|>\nAudio is recorded from a quiet room.\n\n"
-        "SPEAKER0: feminine\nSPEAKER1: masculine\n<|scene_desc_end|><|eot_id|>"
-        + user("[SPEAKER0] Hi.\n[SPEAKER1] Hello.") + GEN
-    )
-
-
-def test_multi_speaker_clone_list_and_profile(render):
-    text, _ = render(text="[SPEAKER0] Hi.\n[SPEAKER1] Hello.\n[SPEAKER2] Hey.", scene_prompt="",
-                     ref_audio="belinda,en_man,profile:narrator")
-    assert text == (
-        SYS + "Generate audio following instruction.\n\n<|scene_desc_start|>\nSPEAKER2: A calm, low male voice."
-        "\n<|scene_desc_end|><|eot_id|>"
-        + user("[SPEAKER0] I am Belinda.") + ASSISTANT + user("[SPEAKER1] I am a man.") + ASSISTANT
-        + user("[SPEAKER0] Hi.\n[SPEAKER1] Hello.\n[SPEAKER2] Hey.") + GEN
-    )
+@pytest.mark.parametrize("mode", list(GOLDEN))
+def test_tiny_checkpoint_template_renders_as_the_hub_template(engine, planner, mode):
+    plan = planner.plan(GenerationRequest(**GOLDEN[mode][0]))
+    turns = plan.conversation(0, [])
+    ours = engine.prompts.render(turns)
+    original = engine.prompts.template
+    try:
+        engine.prompts.template = HUB_TEMPLATE
+        hub = engine.prompts.render(turns)
+    finally:
+        engine.prompts.template = original
+    assert ours == hub
 
 
 def test_long_form_feeds_back_earlier_chunks_within_buffer(render):
     kw = dict(text="One two. Three four. Five six.", scene_prompt="", chunk_method="word", chunk_max_word_num=2,
               generation_chunk_buffer_size=1)
     _, plan = render(**kw)
-    assert plan.chunks == ["One two.", "Three four.", "Five six."]
-    import torch
+    assert plan.chunks == ["One two.", "Three four.", "Five six.\n\n"]
     codes = [torch.zeros((3, 8), dtype=torch.long)] * 2
     text, _ = render(chunk=2, generated=codes, **kw)
-    # Only the last generated chunk stays in the context (buffer size 1).
-    assert text == SYS + "Generate audio following instruction.<|eot_id|>" + user("Three four.") + ASSISTANT + user("Five six.") + GEN
+    # Only the last generated chunk stays in the context (buffer size 1); the template trims the blank line.
+    assert text == system(SINGLE) + user("Three four.") + ASSISTANT + user("Five six.") + GEN
 
 
-def test_encoded_prompt_expands_audio_with_delay_pattern(engine, voice_dir, scene_dir):
-    planner = PromptPlanner(VoiceLibrary(voice_dir), SceneLibrary(scene_dir))
+def test_encoded_prompt_expands_audio_with_delay_pattern(engine, planner):
     plan = planner.plan(GenerationRequest(text="Hi", ref_audio="belinda"))
     prompt = engine.encode_prompt(plan.conversation(0, []))
-    frames = engine.codes_for(plan.context[1]["content"][0]["source"]).shape[0]
+    frames = engine.codes_for(plan.sources()[0]).shape[0]
     assert frames == 50  # two seconds at 25 frames/s
     assert prompt.audio_ids.shape == (frames + 2 + 7, 8)
     ids = prompt.input_ids.tolist()
-    tok = engine.processor.tokenizer
+    tok = engine.prompts.tokenizer
     n_audio = ids.count(tok.convert_tokens_to_ids("<|AUDIO_OUT|>"))
     n_delay = ids.count(tok.convert_tokens_to_ids("<|reserved_special_token_6|>"))
     assert (n_audio, n_delay) == (frames + 2, 7)
     assert prompt.audio_ids[0].tolist() == [1024] * 8 and prompt.audio_ids[-1].tolist() == [1025] * 8
+    # The same ids as the processor's way: expand the placeholders in the text, then tokenize it whole.
+    rendered = engine.prompts.render(plan.conversation(0, []))
+    expanded = rendered.replace("<|AUDIO_OUT|>", engine.prompts.processor.get_audio_tokens(frames + 9))
+    assert ids == tok(expanded, add_special_tokens=False)["input_ids"]
+
+
+def _special_counts(engine, ids: torch.Tensor) -> Counter:
+    special = set(engine.prompts.tokenizer.added_tokens_encoder.values())
+    return Counter(i for i in ids.tolist() if i in special)
+
+
+@pytest.mark.parametrize("field", ["text", "transcript", "ref_text", "scene", "profile"])
+def test_client_strings_never_become_prompt_structure(engine, planner, voice_dir, field):
+    """Every special token of the tokenizer, in every client-controlled field: the prompt keeps exactly the
+    special tokens the template put there, and the client's token comes through as plain text."""
+    specials = list(engine.prompts.tokenizer.added_tokens_encoder)
+    assert len(specials) >= 11
+
+    def request(value: str) -> GenerationRequest:
+        (voice_dir / "v.txt").write_text(f"Reference {value} words." if field == "transcript" else "Reference.")
+        (voice_dir / "profile.yaml").write_text(f"profiles:\n  p: 'Calm {value} voice'\n")
+        kw = {"text": f"Speak {value} now." if field == "text" else "Speak now.", "scene_prompt": ""}
+        if field in ("transcript", "ref_text"):
+            kw["ref_audio" if field == "transcript" else "ref_clip"] = (
+                "v" if field == "transcript" else ReferenceClip(CLIP, f"Clip {value} words."))
+        elif field == "scene":
+            kw["scene_prompt"] = f"A room {value} with echo."
+        else:
+            kw["ref_audio"] = "profile:p"
+        return GenerationRequest(**kw)
+
+    (voice_dir / "v.wav").write_bytes((voice_dir / "belinda.wav").read_bytes())
+    baseline = _special_counts(engine, engine.encode_prompt(planner.plan(request("plain")).conversation(0, []))
+                               .input_ids)
+    for token in specials:
+        prompt = engine.encode_prompt(planner.plan(request(token)).conversation(0, []))
+        assert _special_counts(engine, prompt.input_ids) == baseline, token
+        spoken = engine.prompts.tokenizer(token, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+        ids = prompt.input_ids.tolist()
+        assert any(ids[i:i + len(spoken)] == spoken for i in range(len(ids))), token
 
 
 @pytest.mark.parametrize(
@@ -124,7 +205,7 @@ def test_encoded_prompt_expands_audio_with_delay_pattern(engine, voice_dir, scen
         (dict(text="Hi", ref_audio="belinda,en_man"), InvalidRequest, "ref_audio"),
     ],
 )
-def test_plan_errors_name_the_field(render, kw, error, field):
+def test_plan_errors_name_the_field(planner, kw, error, field):
     with pytest.raises(error) as info:
-        render(**kw)
+        planner.plan(GenerationRequest(**kw))
     assert info.value.field == field

@@ -9,7 +9,6 @@ from __future__ import annotations
 from flask import send_file
 from flask_smorest import Blueprint
 
-from model_pool.audio import to_model_rate
 from model_pool.request import SAMPLE_RATE
 
 from ..runtime import runtime
@@ -26,10 +25,8 @@ blp = Blueprint("voices", __name__, description="Voice library")
 def add_voice(form, files):
     """Store a voice: NAME.wav (24 kHz mono) + NAME.txt; 409 if it exists, unless overwrite=true."""
     rt = runtime()
-    clip = read_upload(files["audio"], rt.settings.max_upload_bytes, rt.settings.max_upload_seconds, None,
-                       field="audio")
-    samples = to_model_rate(clip.samples, clip.sample_rate)
-    return rt.voices.save(form["name"], samples, SAMPLE_RATE, form["transcript"], overwrite=form["overwrite"])
+    clip = read_upload(files["audio"], rt.settings.max_upload_bytes, rt.settings.max_upload_seconds, field="audio")
+    return rt.voices.save(form["name"], clip.samples, SAMPLE_RATE, form["transcript"], overwrite=form["overwrite"])
 
 
 @blp.route("/voices/<name>", methods=["DELETE"])

@@ -10,21 +10,29 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from ..audio import load_voice_file
+from ..audio import decode_clip
+from ..defaults import MAX_REFERENCE_SECONDS
+from ..errors import UnknownVoice
 
 
 class VoiceCache:
-    """Keyed by (path, mtime, size): replacing a voice file invalidates its entry. Shared by all instances."""
+    """Keyed by (path, mtime, size): replacing a voice file invalidates its entry. Shared by all instances.
+    Voice files are decoded with the same bounds as uploads (at most `max_seconds`)."""
 
-    def __init__(self, max_entries: int = 64):
+    def __init__(self, max_entries: int = 64, max_seconds: float = MAX_REFERENCE_SECONDS):
         self.max_entries = max_entries
+        self.max_seconds = max_seconds
         self._entries: OrderedDict[tuple, torch.Tensor] = OrderedDict()
         self._lock = threading.Lock()
         self.hits = 0
         self.misses = 0
 
-    def get(self, path: str, encode: Callable[[np.ndarray], torch.Tensor]) -> torch.Tensor:
-        stat = os.stat(path)
+    def get(self, path: str, encode: Callable[[np.ndarray], torch.Tensor], voice: str | None = None) -> torch.Tensor:
+        """The codes of the voice file at `path`; UnknownVoice if it is gone (deleted since it was looked up)."""
+        try:
+            stat = os.stat(path)
+        except FileNotFoundError:
+            raise UnknownVoice(voice or os.path.basename(path)) from None
         key = (path, stat.st_mtime_ns, stat.st_size)
         with self._lock:
             codes = self._entries.get(key)
@@ -33,7 +41,7 @@ class VoiceCache:
                 self.hits += 1
                 return codes
             self.misses += 1
-        codes = encode(load_voice_file(path))  # outside the lock: encoding takes a while
+        codes = encode(decode_clip(path, "ref_audio", self.max_seconds))  # outside the lock: encoding takes a while
         with self._lock:
             for stale in [k for k in self._entries if k[0] == path]:
                 del self._entries[stale]

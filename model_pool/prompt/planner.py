@@ -1,8 +1,21 @@
-"""Turn a GenerationRequest into a PromptPlan: the conversation of every mode, in the checkpoint's chat format.
+"""Turn a GenerationRequest into a PromptPlan: the conversation of every mode, as upstream builds it.
+
+Upstream is Boson AI's examples/generation.py; its system message, scene block and reference turns map onto the
+hub checkpoint's chat template (system, then a `scene` message, then user / assistant turns) like this:
+- smart voice: system "Generate audio following instruction.", the scene description (if any) in the scene block;
+- dialogue without voices: the multi-speaker system message; the scene block holds the description (if any), a
+  blank line, then one line per speaker tag present in the text, sorted: "SPEAKER1: feminine" ...;
+- voices with transcripts: per voice a user turn with the transcript (prefixed "[SPEAKERi] " only when several
+  voices are named) and an assistant turn with its audio;
+- any profile (or a voice without transcript, or an upload without transcript): every speaker goes into the scene
+  block instead, "SPEAKERi: <description>" or "SPEAKERi: <audio>", one per line;
+- the text to speak is never changed beyond text preparation (no tag is added).
+Upstream sends no system message when a voice is cloned without a scene; the hub template requires one, so the
+single-speaker system text stands alone there.
 
 Planning resolves names and reads transcripts and profiles, so an unknown voice or scene fails here, before a
-model instance is taken and before any stream starts. Audio stays symbolic (AudioSource); an engine instance
-turns it into codes (with the voice cache) when it renders the prompt.
+model instance is taken and before any stream starts. Client strings are wrapped in `User` so the prompt encoder
+tokenizes them as plain text: whatever they contain, they never become prompt structure.
 """
 
 from __future__ import annotations
@@ -11,6 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..defaults import MAX_SPEAKERS
 from ..errors import InvalidRequest
 from ..request import GenerationRequest
 from . import text as textprep
@@ -24,47 +38,94 @@ MULTI_SPEAKER_SYSTEM = (
     "If no speaker tag is present, select a suitable voice on your own."
 )
 DEFAULT_SPEAKER_DESCRIPTIONS = ("feminine", "masculine")
-MAX_SPEAKERS = 8
 
 
 @dataclass(frozen=True)
 class AudioSource:
-    """Where a prompt's audio comes from: a voice file (cached by path), caller samples, or generated codes."""
+    """Where a prompt's audio comes from: a voice file (cached by path and file identity), caller samples, or
+    codes (generated, or already encoded)."""
 
     path: str | None = None
+    voice: str | None = None  # the voice's name, for a clear error if its file disappears
     samples: np.ndarray | None = field(default=None, compare=False)
     codes: object | None = field(default=None, compare=False)  # LongTensor [frames, codebooks]
 
 
-def _text(role: str, content: str) -> dict:
-    return {"role": role, "content": [{"type": "text", "text": content}]}
+@dataclass(frozen=True)
+class User:
+    """A client-controlled string: data, never prompt structure."""
+
+    text: str
 
 
-def _audio(source: AudioSource) -> dict:
-    return {"role": "assistant", "content": [{"type": "audio", "source": source}]}
+@dataclass(frozen=True)
+class Audio:
+    source: AudioSource
+
+
+Part = str | User | Audio  # a plain str is ours (template text)
+
+
+@dataclass
+class Turn:
+    role: str  # system | scene | user | assistant
+    items: list[list[Part]]  # text items, each a list of parts; an assistant turn holds one [Audio]
+
+
+def _user(*parts: Part) -> Turn:
+    return Turn("user", [list(parts)])
+
+
+def _assistant(source: AudioSource) -> Turn:
+    return Turn("assistant", [[Audio(source)]])
+
+
+def _lines(lines: list[list[Part]]) -> list[Part]:
+    joined: list[Part] = []
+    for i, line in enumerate(lines):
+        joined += (["\n"] if i else []) + line
+    return joined
 
 
 @dataclass
 class PromptPlan:
     system: str
-    scene_items: list[dict]  # chat-template content items of the scene message (text and audio)
-    context: list[dict]  # reference turns (user transcript, assistant audio) that every chunk keeps
-    chunks: list[str]  # normalized text of each generation chunk
+    scene: list[list[Part]]  # the scene message's text items: the description, then the speaker lines
+    context: list[Turn]  # reference turns (user transcript, assistant audio) that every chunk keeps
+    chunks: list[str]  # prepared text of each generation chunk
     buffer_size: int | None  # how many earlier generated chunks stay in the context (None: all)
-    text: str  # the submitted text, as given
 
-    def conversation(self, chunk_index: int, generated: list[object]) -> list[dict]:
-        """Messages for chunk `chunk_index`; generated[j] holds the codes produced for chunk j."""
-        messages = [_text("system", self.system)]
-        if self.scene_items:
-            messages.append({"role": "scene", "content": list(self.scene_items)})
-        messages.extend(self.context)
-        first_kept = 0 if self.buffer_size is None else max(0, chunk_index - self.buffer_size)
-        for j in range(first_kept, chunk_index):
-            messages.append(_text("user", self.chunks[j]))
-            messages.append(_audio(AudioSource(codes=generated[j])))
-        messages.append(_text("user", self.chunks[chunk_index]))
-        return messages
+    def conversation(self, chunk_index: int, generated: list[object], dropped: int = 0) -> list[Turn]:
+        """Turns for chunk `chunk_index`; generated[j] holds the codes produced for chunk j. `dropped` more of the
+        oldest generated chunks leave the context (when the prompt would not fit otherwise)."""
+        turns = [Turn("system", [[self.system]])]
+        if self.scene:
+            turns.append(Turn("scene", self.scene))
+        turns += self.context
+        first = 0 if self.buffer_size is None else max(0, chunk_index - self.buffer_size)
+        for j in range(min(chunk_index, first + dropped), chunk_index):
+            turns += [_user(User(self.chunks[j])), _assistant(AudioSource(codes=generated[j]))]
+        turns.append(_user(User(self.chunks[chunk_index])))
+        return turns
+
+    def sources(self) -> list[AudioSource]:
+        """Every reference clip of the plan (the same in every chunk's prompt)."""
+        items = [item for turn in [Turn("scene", self.scene), *self.context] for item in turn.items]
+        return [part.source for item in items for part in item if isinstance(part, Audio)]
+
+    def with_codes(self, codes: dict[int, object]) -> PromptPlan:
+        """The same plan with the reference clips at these positions (of sources()) replaced by their codes."""
+        position = iter(range(len(self.sources())))
+
+        def swap(part: Part) -> Part:
+            if isinstance(part, Audio):
+                i = next(position)
+                return Audio(AudioSource(codes=codes[i])) if i in codes else part
+            return part
+
+        scene = [[swap(p) for p in item] for item in self.scene]
+        context = [Turn(t.role, [[swap(p) for p in item] for item in t.items]) for t in self.context]
+        return PromptPlan(self.system, scene, context, self.chunks, self.buffer_size)
 
 
 class PromptPlanner:
@@ -77,62 +138,48 @@ class PromptPlanner:
         text = textprep.normalize(request.text or "")
         if not text:
             raise InvalidRequest("text", "text is empty")
-        speakers = textprep.speakers_in(text)
-        if len(speakers) > self.max_speakers:
-            raise InvalidRequest("text", f"at most {self.max_speakers} speakers per request, got {len(speakers)}")
+        tags = textprep.speaker_tags(request.text)
+        if len(tags) > self.max_speakers:
+            raise InvalidRequest("text", f"at most {self.max_speakers} speakers per request, got {len(tags)}")
         refs = [r.strip() for r in (request.ref_audio or "").split(",") if r.strip()]
-        if len(refs) > max(1, len(speakers)):
+        if len(refs) > max(1, len(tags)):
             raise InvalidRequest(
-                "ref_audio", f"ref_audio names {len(refs)} voices but the text has {len(speakers)} [SPEAKERn] tags"
+                "ref_audio", f"ref_audio names {len(refs)} voices but the text has {len(tags)} [SPEAKERn] tags"
             )
         if request.ref_clip is not None and refs:
             raise InvalidRequest("ref_audio", "give either ref_audio or an uploaded reference clip, not both")
         scene = self.scenes.resolve(request.scene_prompt)
 
-        scene_items = [{"type": "text", "text": scene}] if scene else []
-        context: list[dict] = []
         system = SINGLE_SPEAKER_SYSTEM
-        tag_text = False  # single speaker described in the scene: address it as SPEAKER0
-        multi = len(speakers) > 1 or len(refs) > 1
-
+        speakers: list[list[Part]] = []  # scene lines: "SPEAKERi: description" or "SPEAKERi: <audio>"
+        context: list[Turn] = []
         if request.ref_clip is not None:
             clip = AudioSource(samples=request.ref_clip.samples)
-            if request.ref_clip.transcript:
-                context += [_text("user", textprep.normalize(request.ref_clip.transcript)), _audio(clip)]
+            transcript = (request.ref_clip.transcript or "").strip()
+            if transcript:
+                context += [_user(User(transcript)), _assistant(clip)]
             else:
-                scene_items += [{"type": "text", "text": "SPEAKER0:"}, {"type": "audio", "source": clip}]
-                tag_text = True
-        elif multi and not refs:
-            system = MULTI_SPEAKER_SYSTEM
-            for i, _ in enumerate(speakers):
-                description = DEFAULT_SPEAKER_DESCRIPTIONS[i % len(DEFAULT_SPEAKER_DESCRIPTIONS)]
-                scene_items.append({"type": "text", "text": f"SPEAKER{i}: {description}"})
-        else:
+                speakers.append(["SPEAKER0: ", Audio(clip)])
+        elif refs:
+            voices = {ref: self.voices.get(ref) for ref in refs if not ref.startswith(PROFILE_PREFIX)}
+            in_scene = len(voices) < len(refs) or any(not v.transcript for v in voices.values())
             for i, ref in enumerate(refs):
-                prefix = f"[SPEAKER{i}] " if multi else ""
-                if ref.startswith(PROFILE_PREFIX):
-                    description = self.voices.profile(ref[len(PROFILE_PREFIX) :])
-                    scene_items.append({"type": "text", "text": f"SPEAKER{i}: {description}"})
-                    tag_text = tag_text or not multi
+                if ref not in voices:
+                    speakers.append([f"SPEAKER{i}: ", User(self.voices.profile(ref[len(PROFILE_PREFIX):]))])
                     continue
-                voice = self.voices.get(ref)
-                source = AudioSource(path=str(voice.audio_path))
-                if voice.transcript:
-                    context += [_text("user", prefix + textprep.normalize(voice.transcript)), _audio(source)]
+                voice = voices[ref]
+                source = AudioSource(path=str(voice.audio_path), voice=voice.name)
+                if in_scene:
+                    speakers.append([f"SPEAKER{i}: ", Audio(source)])
                 else:
-                    scene_items += [{"type": "text", "text": f"SPEAKER{i}:"}, {"type": "audio", "source": source}]
-                    tag_text = tag_text or not multi
+                    prefix = f"[SPEAKER{i}] " if len(refs) > 1 else ""
+                    context += [_user(prefix, User(voice.transcript)), _assistant(source)]
+        elif len(tags) > 1:
+            system = MULTI_SPEAKER_SYSTEM
+            for i, tag in enumerate(tags):
+                speakers.append([f"{tag}: {DEFAULT_SPEAKER_DESCRIPTIONS[i % len(DEFAULT_SPEAKER_DESCRIPTIONS)]}"])
 
-        if tag_text and not speakers:
-            text = f"[SPEAKER0] {text}"
-        chunks = textprep.chunk_text(
-            text, request.chunk_method, request.chunk_max_word_num, request.chunk_max_num_turns
-        )
-        return PromptPlan(
-            system=system,
-            scene_items=scene_items,
-            context=context,
-            chunks=chunks,
-            buffer_size=request.generation_chunk_buffer_size,
-            text=request.text,
-        )
+        items = ([[User(scene)]] if scene else []) + ([_lines(speakers)] if speakers else [])
+        chunks = textprep.chunk_text(text, request.chunk_method, request.chunk_max_word_num,
+                                     request.chunk_max_num_turns)
+        return PromptPlan(system, items, context, chunks, request.generation_chunk_buffer_size)
