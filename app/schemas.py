@@ -149,6 +149,9 @@ class VoiceSchema(ma.Schema):
     name = fields.String()
     file = fields.String()
     type = fields.String()
+    synthetic = fields.Boolean(metadata={"description": "true for a synthetic stand-in (the shipped espeak-ng "
+                                                        "examples): cloning it gives a synthetic voice"})
+    source = fields.String(metadata={"description": "where the clip comes from, when known"})
 
 
 class VoicesSchema(ma.Schema):

@@ -2,12 +2,14 @@
 
     python examples/make_voice_prompts.py
 
-Each voice is NAME.wav (24 kHz mono, 3-10 s) plus NAME.txt, its transcript. These are synthetic stand-ins so
-the server works out of the box; replace them with real recordings for real voice cloning.
+Each voice is NAME.wav (24 kHz mono, 3-10 s) plus NAME.txt, its transcript, and NAME.json marking it synthetic
+(GET /voices then says "synthetic": true). These are stand-ins so the server works out of the box: on the real
+model, cloning them gives a synthetic voice. Add real recordings with POST /voices (or NAME.wav + NAME.txt files).
 """
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import tempfile
@@ -17,7 +19,7 @@ import numpy as np
 import soundfile as sf
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from model_pool.audio import read_audio, to_model_rate  # noqa: E402
+from model_pool.audio import decode_clip  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "voice_prompts"
 
@@ -36,8 +38,7 @@ def synthesize(voice: str, wpm: int, pitch: int, text: str) -> np.ndarray:
     with tempfile.NamedTemporaryFile(suffix=".wav") as tmp:
         subprocess.run(["espeak-ng", "-v", voice, "-s", str(wpm), "-p", str(pitch), "-w", tmp.name, text],
                        check=True)
-        data, rate = read_audio(tmp.name)
-    samples = to_model_rate(data, rate)
+        samples = decode_clip(tmp.name, "espeak-ng output", max_seconds=60)
     return (0.9 * samples / max(1e-6, float(np.abs(samples).max()))).astype(np.float32)
 
 
@@ -52,6 +53,8 @@ def main() -> int:
         sf.write(tmp, samples, 24000, subtype="PCM_16", format="WAV")
         tmp.replace(OUT / f"{name}.wav")
         (OUT / f"{name}.txt").write_text(text + "\n", encoding="utf-8")
+        meta = {"synthetic": True, "source": f"espeak-ng voice {voice} (a synthetic stand-in, not a recording)"}
+        (OUT / f"{name}.json").write_text(json.dumps(meta) + "\n", encoding="utf-8")
         print(f"{name}: {seconds:.1f}s ({voice})")
     return 0
 

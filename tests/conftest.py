@@ -43,7 +43,7 @@ def engine(loaded):
 
 @pytest.fixture(scope="session")
 def compiled_engine(loaded):
-    """The compiled step (--compile on), 4 slots, a 1024-token context: compiled once for the whole session."""
+    """The compiled step (--compile on), 4 slots, a 4096-token context: compiled once for the whole session."""
     import torch
     from torch._dynamo.utils import counters
 
@@ -52,7 +52,7 @@ def compiled_engine(loaded):
 
     torch._dynamo.reset()
     before = counters["stats"]["unique_graphs"]
-    engine = HiggsEngine(loaded, VoiceCache(), name="compiled", max_batch_size=4, context_tokens=1024, compile=True)
+    engine = HiggsEngine(loaded, VoiceCache(), name="compiled", max_batch_size=4, context_tokens=4096, compile=True)
     engine.graphs_at_warm_up = counters["stats"]["unique_graphs"] - before
     return engine
 

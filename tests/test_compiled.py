@@ -13,8 +13,8 @@ from model_pool.engine.voice_cache import VoiceCache
 from model_pool.request import SamplingParams
 from test_batching import TEXTS, run, run_together
 
-# The session's compiled engine has a 1024-token context (windows of 256, 512 and 1024 columns).
-CONTEXT = 1024
+# The session's compiled engine has a 4096-token context (windows of 256 up to 4096 columns).
+CONTEXT = 4096
 
 
 @pytest.fixture(scope="module")

@@ -120,3 +120,33 @@ def test_a_crash_while_writing_leaves_the_old_voice(client, voices_dir, monkeypa
     assert (voices_dir / "steady.wav").read_bytes() == old_audio
     assert (voices_dir / "steady.txt").read_text() == "Old words.\n"
     assert not [p for p in voices_dir.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_shipped_voices_say_they_are_synthetic_and_uploads_are_not(client, voices_dir):
+    listed = {v["name"]: v for v in client.get("/voices").json["voices"]}
+    for name in ("belinda", "en_woman", "en_man", "broom_salesman", "zh_man_sichuan"):
+        entry = listed[name]
+        assert entry["synthetic"] is True and "espeak-ng" in entry["source"]
+        assert entry["file"] == f"{voices_dir}/{name}.wav" and entry["type"] == "wav"  # the spec's fields
+    assert upload(client, "recorded", wav()).json["synthetic"] is False
+    assert upload(client, "belinda", wav(), overwrite="true").status_code == 201  # a real recording replaces it
+    listed = {v["name"]: v for v in client.get("/voices").json["voices"]}
+    assert listed["belinda"]["synthetic"] is False and not (voices_dir / "belinda.json").exists()
+    openai = {v["id"]: v for v in client.get("/v1/audio/voices").json["data"]}
+    assert openai["en_man"]["synthetic"] is True and openai["belinda"]["synthetic"] is False
+
+
+def test_voice_files_are_0644_and_no_lock_files_are_left(client, voices_dir):
+    for i in range(3):
+        assert upload(client, f"v{i}", wav(), overwrite="true").status_code == 201
+    assert client.delete("/voices/v0").status_code == 204
+    for suffix in ("wav", "txt"):
+        assert (voices_dir / f"v1.{suffix}").stat().st_mode & 0o777 == 0o644
+    assert not [p.name for p in voices_dir.iterdir() if p.name.startswith(".")]
+
+
+def test_names_must_match_whole(client, voices_dir):
+    r = upload(client, "evil2\n", wav())
+    assert r.status_code == 400 and r.json["field"] == "name"
+    assert not [p for p in voices_dir.iterdir() if "evil2" in p.name]
+    assert client.get("/voices/evil2%0A/audio").status_code == 400

@@ -82,7 +82,8 @@ def speech(args):
 def voices():
     """The voices `voice` accepts: the library's, then its speaker profiles as profile:NAME."""
     rt = runtime()
-    data = [{"id": v["name"], "object": "voice", "name": v["name"], "type": "library"} for v in rt.voices.list()]
+    data = [{"id": v["name"], "object": "voice", "name": v["name"], "type": "library", "synthetic": v["synthetic"]}
+            for v in rt.voices.list()]
     data += [{"id": f"profile:{name}", "object": "voice", "name": name, "type": "profile", "description": text}
              for name, text in rt.voices.profiles().items()]
     return {"object": "list", "data": data}

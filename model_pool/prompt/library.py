@@ -1,13 +1,16 @@
 """Named voices, voice profiles and scenes, read from configured directories.
 
-Names are checked before any file is touched: letters, digits, '_' and '-', at most 64 characters. Resolved paths
-(symlinks followed) must stay inside the configured directory. Directories are read on every call, so a voice
-added by another worker or host sharing the directory is seen without a restart.
+Names are checked before any file is touched: letters, digits, '_' and '-', at most 64 characters, the whole
+string. Resolved paths (symlinks followed) must stay inside the configured directory. Directories are read on every
+call, so a voice added by another worker or host sharing the directory is seen without a restart. Listings name
+files as the operator configured the directory (its path as written, plus the file name), never a resolved path.
 """
 
 from __future__ import annotations
 
 import fcntl
+import json
+import logging
 import os
 import re
 import tempfile
@@ -21,16 +24,23 @@ import yaml
 
 from ..errors import HiggsError, InvalidRequest, UnknownScene, UnknownVoice
 
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+log = logging.getLogger(__name__)
+
+NAME_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")  # always with fullmatch: "name\n" is not a name
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg")
 PROFILE_FILE = "profile.yaml"
 PROFILE_PREFIX = "profile:"
+META_SUFFIX = ".json"  # NAME.json: what the voice is ({"synthetic": true, "source": "..."})
 # One word that looks like a path is a mistaken (or hostile) name, not a scene description.
 _PATH_LIKE = re.compile(r"[/\\]|^\.|%2e|%2f|%5c", re.IGNORECASE)
 
 
+def is_name(value: str) -> bool:
+    return isinstance(value, str) and NAME_PATTERN.fullmatch(value) is not None
+
+
 def check_name(name: str, field: str) -> str:
-    if not isinstance(name, str) or not NAME_PATTERN.match(name):
+    if not is_name(name):
         raise InvalidRequest(field, f"invalid name {name!r}: use 1-64 letters, digits, '_' or '-'")
     return name
 
@@ -45,6 +55,10 @@ def _inside(directory: Path, path: Path) -> Path | None:
     if not resolved.is_file() or not resolved.is_relative_to(root):
         return None
     return resolved
+
+
+def _read_text(path: Path) -> str:
+    return path.read_text(encoding="utf-8", errors="replace").strip()
 
 
 @dataclass(frozen=True)
@@ -62,8 +76,10 @@ class VoiceExists(HiggsError):
 
 @contextmanager
 def _staged(path: Path):
-    """A temporary file beside path (same filesystem, so the final rename is atomic); removed unless renamed."""
+    """A temporary file beside path (same filesystem, so the final rename is atomic); removed unless renamed.
+    Mode 0644 like the files beside it (mkstemp makes 0600)."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.fchmod(fd, 0o644)
     os.close(fd)
     try:
         yield tmp
@@ -77,28 +93,36 @@ def _fsync(path: str) -> None:
         os.fsync(f.fileno())
 
 
-class VoiceLibrary:
+class _Directory:
     def __init__(self, directory: str | Path):
+        self.configured = str(directory)  # as written by the operator: listings show it unchanged
         self.directory = Path(directory)
 
+    def _shown(self, filename: str) -> str:
+        return os.path.join(self.configured, filename)
+
+
+class VoiceLibrary(_Directory):
     @contextmanager
-    def _locked(self, name: str):
-        """One writer per voice name at a time, across threads, workers and hosts sharing the directory."""
+    def _locked(self):
+        """One writer at a time in the directory, across threads, workers and hosts sharing it: a lock on the
+        directory itself, so no lock files are left behind."""
         self.directory.mkdir(parents=True, exist_ok=True)
-        with open(self.directory / f".{name}.lock", "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+        fd = os.open(self.directory, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing releases the lock
 
     def save(self, name: str, samples: np.ndarray, sample_rate: int, transcript: str, overwrite: bool = False) -> dict:
         """Store NAME.wav (16-bit mono) + NAME.txt. Both are written and synced to temporary files first, then
         renamed into place (transcript first: a new voice is listed only once its audio is there). A failure while
-        writing leaves the old voice untouched; readers never see a partly written file."""
+        writing leaves the old voice untouched; readers never see a partly written file. A stored voice is a
+        recording someone sent, so an earlier NAME.json (synthetic) goes."""
         check_name(name, "name")
         text_path, audio_path = self.directory / f"{name}.txt", self.directory / f"{name}.wav"
-        with self._locked(name):
+        with self._locked():
             if not overwrite and any((self.directory / f"{name}{s}").exists() for s in AUDIO_SUFFIXES):
                 raise VoiceExists(name)
             with _staged(text_path) as text_tmp, _staged(audio_path) as audio_tmp:
@@ -108,28 +132,42 @@ class VoiceLibrary:
                 _fsync(audio_tmp)
                 os.replace(text_tmp, text_path)
                 os.replace(audio_tmp, audio_path)
-            for suffix in AUDIO_SUFFIXES[1:]:  # an older voice of the same name in another format would shadow it
+            for suffix in (*AUDIO_SUFFIXES[1:], META_SUFFIX):  # an older file of the same name would shadow it
                 (self.directory / f"{name}{suffix}").unlink(missing_ok=True)
-        return {"name": name, "file": str(self.directory / f"{name}.wav"), "type": "wav"}
+        return self._entry(name, ".wav")
 
     def delete(self, name: str) -> None:
         voice = self.get(name, field="name")
-        with self._locked(name):
+        with self._locked():
             voice.audio_path.unlink(missing_ok=True)  # audio first: the voice disappears from listings at once
-            (self.directory / f"{name}.txt").unlink(missing_ok=True)
+            for suffix in (".txt", META_SUFFIX):
+                (self.directory / f"{name}{suffix}").unlink(missing_ok=True)
+
+    def _meta(self, name: str) -> dict:
+        path = _inside(self.directory, self.directory / f"{name}{META_SUFFIX}")
+        if not path:
+            return {}
+        try:
+            meta = json.loads(_read_text(path))
+            return meta if isinstance(meta, dict) else {}
+        except ValueError:
+            log.warning("ignoring %s: not a JSON object", path.name)
+            return {}
+
+    def _entry(self, name: str, suffix: str) -> dict:
+        meta = self._meta(name)
+        entry = {"name": name, "file": self._shown(f"{name}{suffix}"), "type": suffix[1:].lower(),
+                 "synthetic": bool(meta.get("synthetic", False))}
+        if meta.get("source"):
+            entry["source"] = str(meta["source"])
+        return entry
 
     def list(self) -> list[dict]:
         voices = []
         if self.directory.is_dir():
             for path in sorted(self.directory.iterdir()):
-                if (
-                    path.suffix.lower() in AUDIO_SUFFIXES
-                    and NAME_PATTERN.match(path.stem)
-                    and _inside(self.directory, path)
-                ):
-                    voices.append(
-                        {"name": path.stem, "file": str(self.directory / path.name), "type": path.suffix[1:].lower()}
-                    )
+                if path.suffix.lower() in AUDIO_SUFFIXES and is_name(path.stem) and _inside(self.directory, path):
+                    voices.append(self._entry(path.stem, path.suffix))
         return voices
 
     def get(self, name: str, field: str = "ref_audio") -> Voice:
@@ -138,17 +176,20 @@ class VoiceLibrary:
             audio = _inside(self.directory, self.directory / f"{name}{suffix}")
             if audio:
                 text = _inside(self.directory, self.directory / f"{name}.txt")
-                transcript = text.read_text(encoding="utf-8").strip() if text else None
-                return Voice(name, audio, transcript or None)
+                return Voice(name, audio, (_read_text(text) if text else "") or None)
         raise UnknownVoice(name, field)
 
     def profiles(self) -> dict[str, str]:
         path = _inside(self.directory, self.directory / PROFILE_FILE)
         if not path:
             return {}
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        try:
+            data = yaml.safe_load(_read_text(path)) or {}
+        except yaml.YAMLError as exc:
+            log.warning("ignoring %s: %s", path.name, str(exc).splitlines()[0])
+            return {}
         profiles = data.get("profiles", data) if isinstance(data, dict) else {}
-        return {str(k): " ".join(str(v).split()) for k, v in profiles.items()}
+        return {str(k): " ".join(str(v).split()) for k, v in (profiles or {}).items()}
 
     def profile(self, name: str, field: str = "ref_audio") -> str:
         check_name(name, field)
@@ -158,17 +199,13 @@ class VoiceLibrary:
         return profiles[name]
 
 
-class SceneLibrary:
-    def __init__(self, directory: str | Path):
-        self.directory = Path(directory)
-
+class SceneLibrary(_Directory):
     def list(self) -> list[dict]:
         scenes = []
         if self.directory.is_dir():
             for path in sorted(self.directory.glob("*.txt")):
-                if NAME_PATTERN.match(path.stem) and _inside(self.directory, path):
-                    content = path.read_text(encoding="utf-8").strip()
-                    scenes.append({"name": path.stem, "content": content, "file": str(self.directory / path.name)})
+                if is_name(path.stem) and _inside(self.directory, path):
+                    scenes.append({"name": path.stem, "content": _read_text(path), "file": self._shown(path.name)})
         return scenes
 
     def get(self, name: str, field: str = "scene_prompt") -> str:
@@ -176,14 +213,14 @@ class SceneLibrary:
         path = _inside(self.directory, self.directory / f"{name}.txt")
         if not path:
             raise UnknownScene(name, field)
-        return path.read_text(encoding="utf-8").strip()
+        return _read_text(path)
 
     def resolve(self, value: str | None, field: str = "scene_prompt") -> str:
         """A scene name is looked up; anything with spaces or punctuation is free text; empty means none."""
         value = (value or "").strip()
         if not value:
             return ""
-        if NAME_PATTERN.match(value):
+        if is_name(value):
             return self.get(value, field)
         if _PATH_LIKE.search(value) and not any(c.isspace() for c in value):
             raise InvalidRequest(field, f"invalid scene name {value!r}: use 1-64 letters, digits, '_' or '-'")
