@@ -34,7 +34,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[Settings, argparse.Namesp
     p.add_argument("--workers", type=int, default=d.workers,
                    help="gunicorn worker processes on a CPU (each loads a pool); with --device auto and N GPUs there "
                         "are N workers, one per GPU")
-    p.add_argument("--threads", type=int, default=d.threads, help="threads per worker (0: automatic)")
+    p.add_argument("--threads", type=int, default=d.threads,
+                   help="threads per worker; at least the requests the pool admits (slots + queue) plus 8")
     p.add_argument("--instances-per-device", type=int, default=d.instances_per_device,
                    help="preloaded model instances per device in each worker")
     p.add_argument("--cpu-threads", type=int, default=d.cpu_threads,
@@ -47,6 +48,10 @@ def parse_args(argv: list[str] | None = None) -> tuple[Settings, argparse.Namesp
     p.add_argument("--queue-timeout", type=float, default=d.queue_timeout,
                    help="seconds a request may wait for a free instance")
     p.add_argument("--max-queue", type=int, default=d.max_queue, help="requests allowed to wait (0: 2x pool)")
+    p.add_argument("--client-timeout", type=float, default=d.client_timeout,
+                   help="seconds a client's socket may make no progress (a stalled stream reader is cut off)")
+    p.add_argument("--max-context-tokens", type=int, default=d.max_context_tokens,
+                   help="a request's prompt plus max_new_tokens (the KV cache of one batch slot)")
     p.add_argument("--cors-origins", default=d.cors_origins, help="comma-separated allowed origins, or *")
     p.add_argument("--log-file", default=d.log_file)
     p.add_argument("--api-key", default=d.api_key, help="require this key (Bearer or X-API-Key); or HIGGS_API_KEY")

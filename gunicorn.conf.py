@@ -10,6 +10,7 @@ import os
 
 from app.settings import Settings
 from app.workers import count_gpus, layout, wants_every_gpu
+from model_pool.defaults import default_max_waiting
 
 _s = Settings.from_env()
 _layout = layout(_s.device, _s.workers, count_gpus() if wants_every_gpu(_s.device) else 0)
@@ -17,10 +18,17 @@ _layout = layout(_s.device, _s.workers, count_gpus() if wants_every_gpu(_s.devic
 bind = [f"{_s.host}:{_s.port}"] if ":" not in _s.host else [f"[{_s.host}]:{_s.port}"]
 workers = _layout.workers
 worker_class = "gthread"
+# A worker's pool admits its batch slots plus its queue; every admitted request (and open stream) holds a thread, so
+# there are always SPARE_THREADS more: health checks, /info, and the immediate 503 of a request beyond the queue.
+SPARE_THREADS = 8
 _slots = max(1, _s.instances_per_device) * max(1, _s.max_batch_size)
-threads = _s.threads or max(8, 2 * _slots + 4)  # running + queued requests, plus room for health checks
+ADMITTED = _slots + (_s.max_queue or default_max_waiting(_slots))
+threads = max(_s.threads, ADMITTED + SPARE_THREADS)
 preload_app = False
 timeout = 120  # gthread heartbeats from its main loop, so long streams are fine
+# Idle keep-alive connections wait in the worker's poller (no thread) and are closed after `keepalive` seconds. A
+# request's reads and writes are bounded by the app's socket timeout (--client-timeout). Slow headers are not:
+# gthread reads them in a thread, so direct exposure is for trusted networks; put nginx in front (deploy/).
 graceful_timeout = int(os.environ.get("HIGGS_GRACEFUL_TIMEOUT", "300"))  # long enough to finish a stream
 keepalive = 5
 accesslog = None  # the app writes one line per request with its request id

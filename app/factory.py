@@ -16,7 +16,7 @@ from .runtime import Runtime
 from .settings import Settings
 
 log = logging.getLogger("higgs.http")
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
 def create_app(config: dict | None = None, runtime: Runtime | None = None) -> Flask:
@@ -35,7 +35,6 @@ def create_app(config: dict | None = None, runtime: Runtime | None = None) -> Fl
         OPENAPI_SWAGGER_UI_URL="https://cdn.jsdelivr.net/npm/swagger-ui-dist/",
         MAX_CONTENT_LENGTH=settings.max_upload_bytes + 1024 * 1024,  # the clip plus its form fields
         MAX_FORM_PARTS=settings.max_form_parts,
-        JSON_SORT_KEYS=False,
     )
     CORS(app, origins=[o.strip() for o in settings.cors_origins.split(",")], expose_headers=["X-Request-ID"])
     api = Api(app)
@@ -64,10 +63,21 @@ def _install_request_log(app: Flask, settings: Settings) -> None:
     @app.before_request
     def _begin():
         incoming = request.headers.get("X-Request-ID", "")
-        g.request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex[:16]
+        g.request_id = incoming if _REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex[:16]
         g.started = time.perf_counter()
-        if request.mimetype == "application/json" and (request.content_length or 0) > max_json:
-            raise errors.PayloadTooLarge("body", f"JSON body is larger than the {settings.max_body_kb} KB limit")
+        sock = request.environ.get("gunicorn.socket")
+        if sock is not None:
+            # Every read and write of this client may make no progress for at most client_timeout seconds: a client
+            # that stops reading a stream is cut off (its generation stops), a slow body cannot hold a thread forever.
+            sock.settimeout(settings.client_timeout)
+        if request.mimetype == "application/json":
+            too_large = errors.PayloadTooLarge("body", f"JSON body is larger than the {settings.max_body_kb} KB limit")
+            if (request.content_length or 0) > max_json:
+                raise too_large
+            if request.content_length is None:  # chunked: read it now, one byte past the limit at most
+                request.max_content_length = max_json + 1
+                if len(request.get_data(cache=True)) > max_json:
+                    raise too_large
 
     @app.after_request
     def _end(response):

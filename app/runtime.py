@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import logging
 
-from flask import current_app, g
+from flask import current_app
 
 from model_pool.pool_loader import PoolLoader
 from model_pool.prompt.library import SceneLibrary, VoiceLibrary
-from model_pool.service import PreparedJob, TTSService
+from model_pool.service import TTSService
 
 from . import metrics
-from .schemas import to_generation_request
 from .settings import Settings
 
 log = logging.getLogger("higgs.runtime")
@@ -70,10 +69,3 @@ class Runtime:
 
 def runtime() -> Runtime:
     return current_app.extensions["higgs"]
-
-
-def prepare_job(args: dict, clip=None) -> tuple[Runtime, PreparedJob]:
-    """Every input check of a generation request, before any model work and before a stream's first byte; then
-    503 if the model is not ready. args: fields loaded by GenerateSchema (or mapped onto its names)."""
-    rt = runtime()
-    return rt, rt.service.prepare(to_generation_request(args, rt.settings.max_new_tokens, clip), g.request_id)

@@ -6,9 +6,10 @@ import marshmallow as ma
 from flask_smorest.fields import Upload
 from marshmallow import fields, validate
 
+from model_pool.defaults import DEFAULT_SCENE, MAX_RAS_WINDOW, MAX_TEMPERATURE
 from model_pool.request import CHUNK_METHODS, GenerationRequest, ReferenceClip, SamplingParams
 
-from .encoder import FORMAT_NAMES
+from .serving.encoder import FORMAT_NAMES
 
 
 class WholeNumber(fields.Integer):
@@ -22,6 +23,19 @@ class WholeNumber(fields.Integer):
         return super()._validated(value)
 
 
+class Text(fields.String):
+    """A string that is valid Unicode: JSON escapes can carry lone surrogates ("\\ud800"), which no encoder or
+    tokenizer accepts."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        text = super()._deserialize(value, attr, data, **kwargs)
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ma.ValidationError("must be valid Unicode text (it holds a lone surrogate)") from None
+        return text
+
+
 def _not_blank(value: str) -> None:
     if not value.strip():
         raise ma.ValidationError("must not be empty or only whitespace")
@@ -31,14 +45,16 @@ class GenerateSchema(ma.Schema):
     """The generation and chunking fields of the spec, shared by /generate, /generate-stream and the form
     fields of /generate-upload."""
 
-    text = fields.String(required=True, validate=[validate.Length(min=1, max=20000), _not_blank],
-                         metadata={"description": "the text to speak; [SPEAKERn] tags make a dialogue"})
-    ref_audio = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=600),
+    text = Text(required=True, validate=[validate.Length(min=1), _not_blank],
+                metadata={"description": "the text to speak; [SPEAKERn] tags make a dialogue (at most the server's "
+                                         "max_text_chars, 20000 unless configured)"})
+    ref_audio = Text(load_default=None, allow_none=True, validate=validate.Length(max=600),
                               metadata={"description": "voice name, comma-separated names per speaker, or profile:NAME"})
-    scene_prompt = fields.String(load_default="quiet_indoor", allow_none=True, validate=validate.Length(max=2000),
+    scene_prompt = Text(load_default=DEFAULT_SCENE, allow_none=True, validate=validate.Length(max=2000),
                                  metadata={"description": "scene name, free-text scene description, or empty"})
-    temperature = fields.Float(load_default=0.7, validate=validate.Range(0.0, 2.0),
-                               metadata={"description": "sampling temperature; 0 means greedy"})
+    temperature = fields.Float(load_default=0.7, validate=validate.Range(0.0, MAX_TEMPERATURE),
+                               metadata={"description": "sampling temperature; 0 (and anything below 1e-5) is "
+                                                        "greedy"})
     top_k = WholeNumber(load_default=50, validate=validate.Range(0, 1026),
                            metadata={"description": "top-k sampling; 0 turns it off"})
     top_p = fields.Float(load_default=0.95, validate=validate.Range(0.0, 1.0, min_inclusive=False))
@@ -46,7 +62,7 @@ class GenerateSchema(ma.Schema):
                                     metadata={"description": "default and upper bound: the server's --max-new-tokens "
                                                              "(2048 unless configured)"})
     seed = WholeNumber(load_default=None, allow_none=True, validate=validate.Range(0, 2**63 - 1))
-    ras_win_len = WholeNumber(load_default=7, allow_none=True, validate=validate.Range(0, 1000),
+    ras_win_len = WholeNumber(load_default=7, allow_none=True, validate=validate.Range(0, MAX_RAS_WINDOW),
                                  metadata={"description": "RAS window length; 0 or null turns RAS off"})
     ras_win_max_num_repeat = WholeNumber(load_default=2, validate=validate.Range(1, 1000))
     chunk_method = fields.String(load_default=None, allow_none=True, validate=validate.OneOf(CHUNK_METHODS))
@@ -66,7 +82,7 @@ class GenerateFileSchema(GenerateSchema):
 class UploadFormSchema(GenerateFileSchema):
     """Multipart form fields of /generate-upload."""
 
-    ref_text = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=5000),
+    ref_text = Text(load_default=None, allow_none=True, validate=validate.Length(max=5000),
                              metadata={"description": "transcript of the uploaded reference clip (optional)"})
 
     @ma.pre_load
@@ -87,15 +103,15 @@ class SpeechSchema(GenerateSchema):
     class Meta:
         exclude = ("text", "ref_audio", "scene_prompt")
 
-    model = fields.String(required=True, validate=validate.Length(min=1, max=200),
+    model = Text(required=True, validate=validate.Length(min=1, max=200),
                           metadata={"description": "an id from GET /v1/models (tts-1, tts-1-hd and "
                                                    "gpt-4o-mini-tts are accepted as aliases)"})
-    input = fields.String(required=True, validate=[validate.Length(min=1, max=20000), _not_blank],
-                          metadata={"description": "the text to speak"})
-    voice = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=600),
+    input = Text(required=True, validate=[validate.Length(min=1), _not_blank],
+                 metadata={"description": "the text to speak"})
+    voice = Text(load_default=None, allow_none=True, validate=validate.Length(max=600),
                           metadata={"description": "a voice from GET /v1/audio/voices (or {\"id\": NAME}), "
                                                    "profile:NAME, or omitted for a smart voice (OpenAI's built-in names mean smart voice)"})
-    instructions = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=4096),
+    instructions = Text(load_default=None, allow_none=True, validate=validate.Length(max=4096),
                                  metadata={"description": "a scene description (or a scene name)"})
     response_format = fields.String(load_default="mp3", validate=validate.OneOf(FORMAT_NAMES))
     speed = fields.Float(load_default=1.0, validate=validate.Range(0.25, 4.0),
@@ -123,8 +139,8 @@ class SpeechSchema(GenerateSchema):
 
 
 class VoiceUploadFormSchema(ma.Schema):
-    name = fields.String(required=True, metadata={"description": "1-64 letters, digits, '_' or '-'"})
-    transcript = fields.String(required=True, validate=[validate.Length(min=1, max=5000), _not_blank],
+    name = Text(required=True, metadata={"description": "1-64 letters, digits, '_' or '-'"})
+    transcript = Text(required=True, validate=[validate.Length(min=1, max=5000), _not_blank],
                                metadata={"description": "what the clip says (used for cloning)"})
     overwrite = fields.Boolean(load_default=False)
 
@@ -181,8 +197,8 @@ class InfoSchema(ma.Schema):
     pool = fields.Dict()
 
 
-def to_generation_request(args: dict, server_max_new_tokens: int, clip: ReferenceClip | None = None
-                          ) -> GenerationRequest:
+def to_generation_request(args: dict, server_max_new_tokens: int, clip: ReferenceClip | None = None,
+                          names: dict | None = None) -> GenerationRequest:
     top_k = args["top_k"] or None
     return GenerationRequest(
         text=args["text"],
@@ -202,4 +218,5 @@ def to_generation_request(args: dict, server_max_new_tokens: int, clip: Referenc
         chunk_max_word_num=args["chunk_max_word_num"],
         chunk_max_num_turns=args["chunk_max_num_turns"],
         generation_chunk_buffer_size=args["generation_chunk_buffer_size"],
+        names=names or {},
     )

@@ -54,6 +54,7 @@ class Settings:
     max_form_parts: int = 50
     api_key: str = ""  # empty: no authentication
     ping_interval: float = 5.0  # seconds between SSE keep-alive comments
+    client_timeout: float = 30.0  # seconds a read or write of a client's socket may make no progress
     cors_origins: str = "*"
     log_file: str = "api_server.log"
     log_level: str = "INFO"

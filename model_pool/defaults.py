@@ -24,3 +24,8 @@ MAX_RAS_WINDOW = 1000
 MAX_SPEAKERS = 8
 DEFAULT_MAX_TEXT_CHARS = 20000
 MAX_REFERENCE_SECONDS = 30.0  # a reference clip (upload or voice file); longer ones only cost context
+
+
+def default_max_waiting(slots: int) -> int:
+    """Requests that may wait for a batch slot when --max-queue is not set: twice the slots."""
+    return 2 * slots

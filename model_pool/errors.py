@@ -64,9 +64,9 @@ class Cancelled(HiggsError):
 class ContextTooLong(InvalidRequest):
     """A prompt plus its max_new_tokens would not fit one row's KV cache."""
 
-    def __init__(self, prompt_tokens: int, max_new_tokens: int, context_tokens: int):
+    def __init__(self, prompt_tokens: int, max_new_tokens: int, context_tokens: int, field: str = "text"):
         super().__init__(
-            "text",
+            field,
             f"the prompt is {prompt_tokens} tokens; with max_new_tokens {max_new_tokens} it exceeds the server's "
             f"context of {context_tokens} tokens: shorten the text, use chunk_method, or lower max_new_tokens",
         )

@@ -10,12 +10,13 @@ import logging
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import torch
 
-from .defaults import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_CONTEXT_TOKENS, DEFAULT_PREFILL_CHUNK
+from .defaults import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_CONTEXT_TOKENS, DEFAULT_PREFILL_CHUNK, default_max_waiting
 from .engine.engine import HiggsEngine
 from .engine.loader import load, resolve_devices
 from .engine.memory import free_memory, plan_slots
@@ -44,6 +45,13 @@ def compile_enabled(mode: str | bool, device: torch.device) -> bool:
     return mode == "on" or (mode == "auto" and device.type == "cuda")
 
 
+class Reservation:
+    """A request's place in the pool, from admit() until it ends; released once (also if dropped unused)."""
+
+    def __init__(self, pool: ModelPool):
+        self.release = weakref.finalize(self, pool._unreserve)
+
+
 class ModelPool:
     def __init__(self, engines: list[HiggsEngine], max_waiting: int | None = None):
         """max_waiting: requests that may wait for a slot; None means twice the pool's batch slots."""
@@ -51,7 +59,8 @@ class ModelPool:
             raise ValueError("a pool needs at least one engine")
         self.engines = list(engines)
         self._slots = {id(e): _slots_of(e) for e in self.engines}
-        self.max_waiting = 2 * sum(self._slots.values()) if max_waiting is None else max_waiting
+        self.max_waiting = default_max_waiting(sum(self._slots.values())) if max_waiting is None else max_waiting
+        self._admitted = 0  # requests between admit() and their end: running, waiting, or about to wait
         self._load = {id(e): 0 for e in self.engines}
         self._cond = threading.Condition()
         self._waiting = 0
@@ -122,25 +131,43 @@ class ModelPool:
                 best, best_free = engine, free
         return best
 
-    def _refuse_if_full(self) -> None:  # with the lock held
-        if self._pick() is None and self._waiting >= self.max_waiting:
-            raise PoolBusy(f"server busy: {self._waiting} requests already waiting for a model instance")
-
-    def admit(self) -> None:
-        """Raise PoolBusy now if a request would be refused for a full queue (checked before a stream starts)."""
+    def admit(self) -> Reservation:
+        """A place for one request (a batch slot, or a place in the queue), or PoolBusy now. Taken before a
+        response starts, so a full server answers 503 at once; the place is held until the request ends (lend()
+        consumes it) or the reservation is dropped unused."""
         with self._cond:
-            self._refuse_if_full()
+            capacity = sum(self._slots.values()) + self.max_waiting
+            if self._admitted >= capacity:
+                raise PoolBusy(f"server busy: {self._waiting} requests already waiting for a model instance")
+            self._admitted += 1
+            self._changed()
+        return Reservation(self)
+
+    def _unreserve(self) -> None:
+        with self._cond:
+            self._admitted -= 1
+            self._changed()
 
     @contextmanager
-    def lend(self, timeout: float | None = None, cancel: threading.Event | None = None) -> Iterator[HiggsEngine]:
-        """Lend a free instance; raise PoolBusy if none frees up within `timeout` seconds or the queue is full,
-        and Cancelled if `cancel` is set while waiting (a streaming client that went away stops queueing).
+    def lend(self, timeout: float | None = None, cancel: threading.Event | None = None,
+             reservation: Reservation | None = None) -> Iterator[HiggsEngine]:
+        """Lend a free instance to an admitted request (admitting it now if no reservation is given); raise
+        PoolBusy if none frees up within `timeout` seconds, and Cancelled if `cancel` is set while waiting (a
+        streaming client that went away stops queueing).
 
-        The instance always comes back: on return, on exceptions, and on GeneratorExit when the caller is a
-        generator that gets closed (a streaming client going away)."""
+        The instance and the reservation always come back: on return, on exceptions, and on GeneratorExit when
+        the caller is a generator that gets closed (a streaming client going away)."""
+        reservation = reservation or self.admit()
+        try:
+            with self._borrow(timeout, cancel) as engine:
+                yield engine
+        finally:
+            reservation.release()
+
+    @contextmanager
+    def _borrow(self, timeout: float | None, cancel: threading.Event | None) -> Iterator[HiggsEngine]:
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._cond:
-            self._refuse_if_full()
             self._waiting += 1
             self._changed()
             try:
@@ -184,6 +211,7 @@ class ModelPool:
             "requests": sum(self._load.values()),  # requests being generated, across all batches
             "slots": sum(self._slots.values()),
             "waiting": self._waiting,
+            "admitted": self._admitted,  # requests in flight: running, waiting, or about to start
             "devices": devices,
         }
 

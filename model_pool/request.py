@@ -44,3 +44,7 @@ class GenerationRequest:
     chunk_max_word_num: int = 200
     chunk_max_num_turns: int = 1
     generation_chunk_buffer_size: int | None = None
+    names: dict[str, str] = field(default_factory=dict)  # our field -> the client's name for it (errors use it)
+
+    def name(self, field_name: str) -> str:
+        return self.names.get(field_name, field_name)

@@ -21,7 +21,7 @@ import numpy as np
 from .defaults import DEFAULT_MAX_NEW_TOKENS, DEFAULT_MAX_REQUEST_STEPS, DEFAULT_MAX_TEXT_CHARS, MAX_SPEAKERS
 from .engine.stream_decoder import StreamDecoder
 from .errors import Cancelled, ContextTooLong, InvalidRequest
-from .pool import ModelPool
+from .pool import ModelPool, Reservation
 from .prompt.library import SceneLibrary, VoiceLibrary
 from .prompt.planner import PromptPlan, PromptPlanner
 from .request import GenerationRequest, SamplingParams
@@ -75,9 +75,10 @@ class TTSService:
         self.acquire_timeout = acquire_timeout
 
     def prepare(self, request: GenerationRequest, request_id: str = "-") -> PreparedJob:
-        sampling = request.sampling
+        sampling, name = request.sampling, request.name
         if len(request.text) > self.max_text_chars:
-            raise InvalidRequest("text", f"text is {len(request.text)} characters; the limit is {self.max_text_chars}")
+            raise InvalidRequest(name("text"), f"{name('text')} is {len(request.text)} characters; the limit is "
+                                               f"{self.max_text_chars}")
         if sampling.max_new_tokens > self.max_new_tokens:
             raise InvalidRequest(
                 "max_new_tokens", f"max_new_tokens must be at most {self.max_new_tokens} (the server's maximum)"
@@ -96,19 +97,19 @@ class TTSService:
         for index in range(len(plan.chunks)):  # each chunk with no earlier chunk in its context must fit
             length = int(engine.encode_prompt(plan.conversation(index, [], dropped=index)).input_ids.shape[0])
             if length + sampling.max_new_tokens > engine.context_tokens:
-                raise ContextTooLong(length, sampling.max_new_tokens, engine.context_tokens)
+                raise ContextTooLong(length, sampling.max_new_tokens, engine.context_tokens, name("text"))
         return PreparedJob(plan, sampling, request_id, request.text)
 
-    def admit(self) -> None:
-        """Raise NotReady or PoolBusy now if a request could not be queued (before a stream's first byte)."""
-        self.pool().admit()
+    def admit(self) -> Reservation:
+        """A place in the pool now, or NotReady / PoolBusy (before a response's first byte)."""
+        return self.pool().admit()
 
-    def stream(self, job: PreparedJob, cancel: threading.Event | None = None,
-               stats: GenerationStats | None = None) -> Iterator[AudioPiece]:
+    def stream(self, job: PreparedJob, cancel: threading.Event | None = None, stats: GenerationStats | None = None,
+               reservation: Reservation | None = None) -> Iterator[AudioPiece]:
         stats = stats if stats is not None else GenerationStats()
         start = time.perf_counter()
         plan, sampling = job.plan, job.sampling
-        with self.pool().lend(self.acquire_timeout, cancel) as engine:
+        with self.pool().lend(self.acquire_timeout, cancel, reservation) as engine:
             stats.queue_wait_s = time.perf_counter() - start
             generated, dropped = [], 0
             for index in range(len(plan.chunks)):

@@ -264,10 +264,11 @@ def test_internal_errors_do_not_leak(tmp_path, engine, monkeypatch):
     app = make_app(tmp_path, engine)
     rt = app.extensions["higgs"]
 
-    def explode(job, stats=None):
+    def explode(job, cancel=None, stats=None, reservation=None):
         raise RuntimeError("secret internals /opt/model")
+        yield  # a generator, as the real stream
 
-    monkeypatch.setattr(rt.service, "generate", explode)
+    monkeypatch.setattr(rt.service, "stream", explode)
     r = app.test_client().post("/generate", json={"text": "Hi"})
     assert r.status_code == 500 and r.json["message"] == "internal server error"
     assert "secret" not in r.get_data(as_text=True)

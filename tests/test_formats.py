@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from app.encoder import FORMATS, StreamEncoder, encode_file
+from app.serving.encoder import FORMATS, StreamEncoder, encode_file
 from conftest import decode_audio
 from test_api import make_app
 

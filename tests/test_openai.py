@@ -10,7 +10,7 @@ import numpy as np
 import openai
 import pytest
 
-from app.encoder import FORMATS
+from app.serving.encoder import FORMATS
 from conftest import decode_audio
 from test_api import make_app
 
@@ -142,8 +142,8 @@ def test_a_failure_after_the_first_byte_breaks_the_transfer_or_sends_an_error_ev
     rt = app.extensions["higgs"]
     real_stream = rt.service.stream
 
-    def fail_midway(job, cancel=None, stats=None):
-        pieces = real_stream(job, cancel, stats)
+    def fail_midway(job, cancel=None, stats=None, reservation=None):
+        pieces = real_stream(job, cancel, stats, reservation)
         yield next(pieces)
         raise RuntimeError("secret internals /opt/model")
 

@@ -32,7 +32,7 @@ def test_lend_times_out_with_busy_error():
                 pass
         assert time.monotonic() - start >= 0.2
     assert pool.stats() == {"instances": 1, "busy": 0, "free": 1, "requests": 0, "slots": 1, "waiting": 0,
-                            "devices": {"cpu": {"total": 1, "busy": 0, "free": 1, "requests": 0}}}
+                            "admitted": 0, "devices": {"cpu": {"total": 1, "busy": 0, "free": 1, "requests": 0}}}
 
 
 def test_generator_close_gives_instance_back():
@@ -79,6 +79,24 @@ def test_full_queue_refuses_at_once():
             with pool.lend(10):
                 pass
         assert time.monotonic() - start < 1
+
+
+def test_admission_holds_a_place_until_the_request_ends():
+    """admit() counts a request before it starts waiting, so concurrent admissions cannot overfill the queue; an
+    admitted request that never reaches lend() (its client left before the response began) gives its place back."""
+    pool = ModelPool([FakeEngine("a")], max_waiting=1)
+    first, second = pool.admit(), pool.admit()  # one slot + one waiting place
+    with pytest.raises(PoolBusy):
+        pool.admit()
+    with pool.lend(1, reservation=first):
+        assert pool.stats()["admitted"] == 2
+    assert pool.stats()["admitted"] == 1
+    del second  # dropped unused
+    assert pool.stats()["admitted"] == 0
+    third = pool.admit()
+    third.release()
+    third.release()  # once only
+    assert pool.stats()["admitted"] == 0
 
 
 def test_cpu_threads_are_split_between_instances():

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from flask_smorest import Blueprint
-
 from ..runtime import runtime
+from . import Blueprint
 
 blp = Blueprint("health", __name__, description="Health checks")
 

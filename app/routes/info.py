@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from flask_smorest import Blueprint
-
 from ..runtime import runtime
 from ..schemas import InfoSchema, ScenesSchema, VoicesSchema
+from . import Blueprint
 
 blp = Blueprint("info", __name__, description="Server, voice and scene information")
 

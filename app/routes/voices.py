@@ -7,13 +7,13 @@ directory) sees them without a restart.
 from __future__ import annotations
 
 from flask import send_file
-from flask_smorest import Blueprint
 
 from model_pool.request import SAMPLE_RATE
 
 from ..runtime import runtime
 from ..schemas import VoiceSchema, VoiceUploadFilesSchema, VoiceUploadFormSchema
 from ..uploads import read_upload
+from . import Blueprint
 
 blp = Blueprint("voices", __name__, description="Voice library")
 

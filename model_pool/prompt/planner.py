@@ -135,20 +135,21 @@ class PromptPlanner:
         self.max_speakers = max_speakers
 
     def plan(self, request: GenerationRequest) -> PromptPlan:
+        name = request.name
         text = textprep.normalize(request.text or "")
         if not text:
-            raise InvalidRequest("text", "text is empty")
+            raise InvalidRequest(name("text"), f"{name('text')} is empty")
         tags = textprep.speaker_tags(request.text)
         if len(tags) > self.max_speakers:
-            raise InvalidRequest("text", f"at most {self.max_speakers} speakers per request, got {len(tags)}")
+            raise InvalidRequest(name("text"), f"at most {self.max_speakers} speakers per request, got {len(tags)}")
         refs = [r.strip() for r in (request.ref_audio or "").split(",") if r.strip()]
         if len(refs) > max(1, len(tags)):
-            raise InvalidRequest(
-                "ref_audio", f"ref_audio names {len(refs)} voices but the text has {len(tags)} [SPEAKERn] tags"
-            )
+            raise InvalidRequest(name("ref_audio"), f"{name('ref_audio')} names {len(refs)} voices but the text has "
+                                                    f"{len(tags)} [SPEAKERn] tags")
         if request.ref_clip is not None and refs:
-            raise InvalidRequest("ref_audio", "give either ref_audio or an uploaded reference clip, not both")
-        scene = self.scenes.resolve(request.scene_prompt)
+            raise InvalidRequest(name("ref_audio"), "give either a named voice or an uploaded reference clip, "
+                                                    "not both")
+        scene = self.scenes.resolve(request.scene_prompt, name("scene_prompt"))
 
         system = SINGLE_SPEAKER_SYSTEM
         speakers: list[list[Part]] = []  # scene lines: "SPEAKERi: description" or "SPEAKERi: <audio>"
@@ -161,11 +162,13 @@ class PromptPlanner:
             else:
                 speakers.append(["SPEAKER0: ", Audio(clip)])
         elif refs:
-            voices = {ref: self.voices.get(ref) for ref in refs if not ref.startswith(PROFILE_PREFIX)}
+            voices = {ref: self.voices.get(ref, name("ref_audio")) for ref in refs
+                      if not ref.startswith(PROFILE_PREFIX)}
             in_scene = len(voices) < len(refs) or any(not v.transcript for v in voices.values())
             for i, ref in enumerate(refs):
                 if ref not in voices:
-                    speakers.append([f"SPEAKER{i}: ", User(self.voices.profile(ref[len(PROFILE_PREFIX):]))])
+                    description = self.voices.profile(ref[len(PROFILE_PREFIX):], name("ref_audio"))
+                    speakers.append([f"SPEAKER{i}: ", User(description)])
                     continue
                 voice = voices[ref]
                 source = AudioSource(path=str(voice.audio_path), voice=voice.name)

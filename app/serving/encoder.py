@@ -19,7 +19,7 @@ from av.filter import Graph
 
 from model_pool.request import SAMPLE_RATE
 
-from .audio_format import to_pcm16
+from .pcm import to_pcm16
 
 
 @dataclass(frozen=True)

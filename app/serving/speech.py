@@ -1,0 +1,117 @@
+"""Serving of /v1/audio/speech: OpenAI's fields mapped onto a generation request, the encoded audio as it is
+made (or OpenAI's SSE events), and `collect`, the whole-file answer /generate uses.
+
+An audio body cannot carry an error once its first byte is out, so `primed_audio` pulls the generation up to its
+first encoded bytes before the response starts: any failure until then (a full queue, a prompt that fails) is a
+JSON error with its status. After that a failure aborts the transfer (StreamAborted: no final chunk), so the client
+never takes a cut-short file for a whole one.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from functools import partial
+from pathlib import Path
+
+from flask import Response
+
+from model_pool.defaults import DEFAULT_MODEL, DEFAULT_SCENE
+from model_pool.errors import Cancelled, UnknownVoice
+from model_pool.request import SAMPLE_RATE
+from model_pool.service import GenerationStats
+
+from .. import metrics
+from ..errors import StreamAborted, UnknownModel
+from ..runtime import runtime
+from .encoder import StreamEncoder
+from .generation import Event, generation_events, stream_response, watch
+from .jobs import prepare_job
+from .sse import speech_stream
+
+log = logging.getLogger("higgs.openai")
+
+
+def _encoded(events: Iterator[Event], encoder: StreamEncoder) -> Iterator[bytes]:
+    for event in events:
+        if event.kind == "audio":
+            data = encoder.push(event.piece.samples)
+        elif event.kind == "done":
+            tail = encoder.finish()
+            if tail:
+                yield tail
+            return
+        elif event.kind == "error":
+            raise event.error
+        else:
+            continue  # no keep-alive exists inside an audio file; the proxy's read timeout covers the wait
+        if data:  # an empty chunk would end a chunked response
+            yield data
+    raise Cancelled("client went away")
+
+
+def primed_audio(events: Iterator[Event], encoder: StreamEncoder, request_id: str) -> Iterator[bytes]:
+    """The audio body, its first bytes already made (errors until then raise here, before the response)."""
+    chunks = _encoded(events, encoder)
+    first = next(chunks, b"")
+
+    def body():
+        try:
+            if first:
+                yield first
+            yield from chunks
+        except Cancelled:
+            return
+        except Exception as exc:  # after the first byte: abort the transfer
+            raise StreamAborted(f"speech {request_id}: generation failed after the response started") from exc
+        finally:
+            chunks.close()
+
+    return body()
+
+
+# ---- /v1/audio/speech ------------------------------------------------------------------------------------------
+MODEL_ID = "higgs-audio-v2"
+OPENAI_MODEL_ALIASES = ("tts-1", "tts-1-hd", "gpt-4o-mini-tts")
+OPENAI_VOICES = frozenset({"alloy", "ash", "ballad", "cedar", "coral", "echo", "fable", "marin", "nova", "onyx",
+                           "sage", "shimmer", "verse"})
+# Our generation fields under the names a /v1 client sends them: errors name the field the client knows.
+SPEECH_NAMES = {"text": "input", "ref_audio": "voice", "scene_prompt": "instructions"}
+
+
+def model_ids(model_path: str) -> list[str]:
+    """The ids `model` accepts besides OpenAI's aliases: ours, and the checkpoint's hub id, or, for a local
+    directory, the hub id it stands in for and the directory's name (never the path itself in a listing)."""
+    if Path(model_path).exists():
+        return [MODEL_ID, DEFAULT_MODEL, Path(model_path.rstrip("/\\")).name]
+    return [MODEL_ID, model_path]
+
+
+def _voice(voices, name: str | None) -> str | None:
+    """A library voice wins; OpenAI's built-in names that are not in the library mean the smart voice. Other
+    names pass through untouched (the planner reads and checks them once)."""
+    if name is None or name.lower() not in OPENAI_VOICES:
+        return name
+    try:
+        voices.get(name, field="voice")
+        return name
+    except UnknownVoice:
+        log.info("voice %s is an OpenAI voice this server does not have: using the smart voice", name)
+        return None
+
+
+def speech(args: dict) -> Response:
+    rt = runtime()
+    ids = model_ids(rt.settings.model_path)
+    if args["model"] not in (*ids, *OPENAI_MODEL_ALIASES, rt.settings.model_path):
+        raise UnknownModel(args["model"], ids)
+    fields = {**args, "text": args["input"], "ref_audio": _voice(rt.voices, args["voice"]),
+              "scene_prompt": args["instructions"] if args["instructions"] is not None else DEFAULT_SCENE}
+    rt, job, reservation = prepare_job(fields, names=SPEECH_NAMES)
+    encoder = StreamEncoder(args["response_format"], args["speed"])
+    stats = GenerationStats()
+    finished = partial(metrics.observe_generation, "/v1/audio/speech", sample_rate=SAMPLE_RATE)
+    events = generation_events(rt.service, job, reservation, stats, watch(rt), finished, label="speech")
+    if args["stream_format"] == "sse":
+        return stream_response(speech_stream(job, events, stats, encoder), "text/event-stream", job.request_id)
+    return stream_response(primed_audio(events, encoder, job.request_id), encoder.mime, job.request_id)
