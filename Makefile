@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 DEMO_DIR := .demo/tiny
 ARGS ?=
 
-.PHONY: run demo test lint voices tiny bench clean system-deps
+.PHONY: run demo test test-fast lint voices tiny bench gpu-check gpu-wheels clean system-deps
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -37,6 +37,10 @@ system-deps:
 test: $(VENV)/.installed system-deps
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q $(ARGS)
 
+# The inner loop: unit and API tests, no real servers, browsers or proxies (about 2 minutes).
+test-fast: $(VENV)/.installed
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "not e2e" $(ARGS)
+
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .
 
@@ -44,6 +48,20 @@ lint: $(VENV)/.installed
 BENCH_ARGS ?= --size small --compile
 bench: $(VENV)/.installed
 	HF_HUB_OFFLINE=1 $(PY) -m bench $(BENCH_ARGS)
+
+# On a GPU machine (no package registry there): bench/gpu_check.sh sets itself up from .whl/, runs the device
+# tests, the GPU probe and the benchmark, and writes gpu_check_out/ (README, Performance).
+gpu-check:
+	bash bench/gpu_check.sh
+
+# On a machine with the registry: the wheels the GPU image lacks (Python 3.12), into the git-ignored .whl/.
+GPU_WHEELS = transformers==5.23.0 tokenizers==0.23.3 flask==3.1.3 werkzeug==3.1.9 flask-cors==6.0.5 \
+	flask-smorest==0.46.2 marshmallow==4.4.0 webargs==8.7.1 apispec==6.10.1 gunicorn==23.0.0 itsdangerous==2.2.0 \
+	blinker==1.9.0 soundfile==0.13.1 cffi==2.1.1 pycparser==3.12 av==18.1.0 soxr==1.1.0
+gpu-wheels: $(VENV)/.installed
+	$(PY) -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+		--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+		-d .whl $(GPU_WHEELS)
 
 voices: $(VENV)/.installed
 	$(PY) examples/make_voice_prompts.py

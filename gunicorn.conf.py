@@ -29,12 +29,12 @@ timeout = 120  # gthread heartbeats from its main loop, so long streams are fine
 # Idle keep-alive connections wait in the worker's poller (no thread) and are closed after `keepalive` seconds. A
 # request's reads and writes are bounded by the app's socket timeout (--client-timeout). Slow headers are not:
 # gthread reads them in a thread, so direct exposure is for trusted networks; put nginx in front (deploy/).
-graceful_timeout = int(os.environ.get("HIGGS_GRACEFUL_TIMEOUT", "300"))  # long enough to finish a stream
+graceful_timeout = _s.graceful_timeout  # long enough to finish a stream
 keepalive = 5
 accesslog = None  # the app writes one line per request with its request id
 errorlog = "-"
 loglevel = _s.log_level.lower()
-forwarded_allow_ips = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
+forwarded_allow_ips = _s.forwarded_allow_ips
 
 
 def on_starting(server):

@@ -15,9 +15,9 @@ from werkzeug.exceptions import HTTPException
 
 from model_pool.errors import (
     Cancelled,
+    GenerationFailed,
     HiggsError,
     InvalidRequest,
-    ModelLoadError,
     NotReady,
     PoolBusy,
     UnknownScene,
@@ -58,12 +58,12 @@ STATUS_BY_ERROR: list[tuple[type[HiggsError], int]] = [
     (Unauthorized, 401),
     (PoolBusy, 503),
     (NotReady, 503),
-    (ModelLoadError, 503),
-    (Cancelled, 499),
+    (Cancelled, 499),  # logged only: the client that could read it is gone
+    (GenerationFailed, 500),  # its message is safe to show: the model produced unusable scores
 ]
 
 _STATUS_NAMES = {400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 409: "Conflict", 413: "Payload Too Large",
-                 499: "Client Closed Request", 503: "Service Unavailable"}
+                 499: "Client Closed Request", 500: "Internal Server Error", 503: "Service Unavailable"}
 
 
 def status_for(error: Exception) -> int:

@@ -45,15 +45,20 @@ def _escaped(record: logging.LogRecord, formatter: logging.Formatter) -> logging
     return clone
 
 
-class QuietClientTimeouts(logging.Filter):
-    """gunicorn logs a client that stopped reading (our socket timeout) as a socket error with a traceback on
-    stderr; the app already logs it as a stalled client, so gunicorn's line becomes one line without traceback."""
+class QuietGunicorn(logging.Filter):
+    """gunicorn logs two outcomes the app has already logged, with a traceback on stderr: a client that stopped
+    reading (our socket timeout) and a stream aborted after its first byte (StreamAborted). Each becomes one line."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and isinstance(record.exc_info[1], TimeoutError):
-            record.msg, record.args = "a client made no progress within the client timeout: connection closed", ()
-            record.exc_info = record.exc_text = None
-            record.levelno, record.levelname = logging.INFO, "INFO"
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, TimeoutError):
+            record.msg = "a client made no progress within the client timeout: connection closed"
+        elif error is not None and type(error).__name__ == "StreamAborted":
+            record.msg = "a streamed response was aborted after its first byte (see the app's log line)"
+        else:
+            return True
+        record.args, record.exc_info, record.exc_text = (), None, None
+        record.levelno, record.levelname = logging.INFO, "INFO"
         return True
 
 
@@ -77,5 +82,5 @@ def configure(log_file: str | None, level: str = "INFO") -> None:
     for noisy in ("urllib3", "httpx", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     gunicorn_errors = logging.getLogger("gunicorn.error")
-    if not any(isinstance(f, QuietClientTimeouts) for f in gunicorn_errors.filters):
-        gunicorn_errors.addFilter(QuietClientTimeouts())
+    if not any(isinstance(f, QuietGunicorn) for f in gunicorn_errors.filters):
+        gunicorn_errors.addFilter(QuietGunicorn())

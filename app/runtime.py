@@ -24,7 +24,7 @@ class Runtime:
         self.loader = loader or PoolLoader(self._build_pool)
         self.loader.on_ready = lambda pool: pool.observe(metrics.observe_pool)
         self.service = TTSService(
-            self.loader.pool,
+            self.loader,
             self.voices,
             self.scenes,
             max_new_tokens=settings.max_new_tokens,
@@ -57,14 +57,6 @@ class Runtime:
         self.loader.start(background=self.settings.load_in_background)
         return self
 
-    def require_ready(self) -> None:
-        self.loader.pool()  # raises NotReady (503 + Retry-After) while loading or after a failed load
-
-    def device_name(self) -> str:
-        pool = self.loader.peek()
-        if pool is None:
-            return self.settings.device
-        return ",".join(sorted({str(e.device) for e in pool.engines}))
 
 
 def runtime() -> Runtime:

@@ -58,7 +58,9 @@ class Settings:
     cors_origins: str = "*"
     log_file: str = "api_server.log"
     log_level: str = "INFO"
-    load_in_background: bool = True
+    load_in_background: bool = True  # answer (503 + Retry-After) while the model loads; off: load before serving
+    graceful_timeout: int = 300  # seconds gunicorn lets in-flight streams finish on stop
+    forwarded_allow_ips: str = "127.0.0.1,::1"  # proxies whose X-Forwarded-* headers gunicorn trusts
 
     def __post_init__(self):
         mode = str(self.compile).strip().lower()

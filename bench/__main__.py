@@ -6,9 +6,9 @@ Builds a random-weight checkpoint of the chosen size (the audio head cannot pick
 generation is greedy, so every run makes exactly --frames frames), then measures, medians of --repeats runs:
   (a) transformers' generate + the processor's decode, (b) our engine in-process, (c) /generate and
   (d) /generate-stream through the real gunicorn server, (e) 1/2/4/8 concurrent clients with batching on and off
-  (and 4 clients on two instances), (f) a named-voice clone, uncached then cached, and (g) the bare model's
+  (and 4 clients on two instances), (f) a named-voice clone, uncached then cached, (g) the bare model's
   forward loop with 1 and 8 rows, and with two threads of 2 rows each: how much batching (and a second
-  instance) this hardware can give at all.
+  instance) this hardware can give at all; and (h) the decode step's cost against what the rows hold.
 Prints a table and writes JSON with the machine description to bench/results/.
 """
 
@@ -37,6 +37,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--clients", default="1,2,4,8", help="concurrency levels for (e)")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--compile", action="store_true", help="also measure the compiled decode step (b')")
+    p.add_argument("--servers", default=",".join(measure.SERVERS),
+                   help="server layouts for (c)-(f): on (batching), off (no batching), two (two instances)")
     p.add_argument("--skip-server", action="store_true", help="only (a) and (b)")
     p.add_argument("--checkpoint", help="reuse a checkpoint directory built by an earlier run")
     args = p.parse_args(argv)
@@ -49,10 +51,13 @@ def main(argv: list[str] | None = None) -> int:
     results: dict = {"config": vars(args), "machine": machine(args.device), "rows": []}
     rows = results["rows"]
 
-    rows += measure.in_process(checkpoint, args.device, args.frames, args.repeats, args.compile)
+    # On a GPU the compiled engine has the server's slots, so the server's warm-up finds its graph compiled.
+    slots = max(8, *clients) if args.device.startswith("cuda") else 1
+    rows += measure.in_process(checkpoint, args.device, args.frames, args.repeats, args.compile, slots)
     if not args.skip_server:
+        servers = tuple(s.strip() for s in args.servers.split(",") if s.strip())
         rows += measure.through_server(checkpoint, work, args.device, args.frames, args.concurrency_frames,
-                                       clients, args.repeats)
+                                       clients, args.repeats, servers)
     ratios = measure.ratios(rows)
     results["ratios"] = ratios
 

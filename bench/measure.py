@@ -10,7 +10,7 @@ from pathlib import Path
 
 import requests
 
-from .server import EXAMPLES, start_server
+from tests.harness import EXAMPLES, start_server
 
 CLONE_FRAMES = 25  # one second: (f) times the reference encoding, not generation
 
@@ -31,8 +31,9 @@ def build_checkpoint(out: Path, size: str) -> Path:
 def _row(key: str, name: str, seconds: list[float], frames: int, **extra) -> dict:
     median = statistics.median(seconds)
     row = {"id": key, "name": name, "median_s": median, "runs_s": seconds, "frames": frames,
-           "frames_per_s": frames / median if median else None, **extra}
-    print(f"  ({key}) {name}: {median:.3f}s, {row['frames_per_s']:.1f} frames/s", flush=True)
+           "frames_per_s": frames / median if median and frames else None, **extra}
+    rate = f"{row['frames_per_s']:.1f} frames/s" if row["frames_per_s"] else f"{extra.get('ms_per_step', 0):.2f} ms/step"
+    print(f"  ({key}) {name}: {median:.3f}s, {rate}", flush=True)
     return row
 
 
@@ -46,13 +47,18 @@ def _timed(fn, repeats: int) -> list[float]:
     return times
 
 
-def in_process(checkpoint: Path, device: str, frames: int, repeats: int, compiled: bool) -> list[dict]:
+def in_process(checkpoint: Path, device: str, frames: int, repeats: int, compiled: bool, slots: int = 1
+               ) -> list[dict]:
+    """(a), (b), (b') and (g), interleaved; (b') is the compiled step with `slots` batch slots (the server's count
+    on a GPU, where the compiled graph is then shared with the server through the inductor cache)."""
     import torch
 
+    from model_pool.defaults import DEFAULT_MAX_CONTEXT_TOKENS
     from model_pool.engine import HiggsEngine
     from model_pool.engine.loader import load
     from model_pool.engine.voice_cache import VoiceCache
     from model_pool.pool import ModelPool, split_cpu_threads
+    from model_pool.pool_loader import PoolLoader
     from model_pool.prompt.library import SceneLibrary, VoiceLibrary
     from model_pool.request import GenerationRequest, SamplingParams
     from model_pool.service import TTSService
@@ -62,16 +68,16 @@ def in_process(checkpoint: Path, device: str, frames: int, repeats: int, compile
     loaded = load(str(checkpoint / "model"), str(checkpoint / "audio_tokenizer"), torch.device(device))
     steps = frames + 8
     engine = HiggsEngine(loaded, VoiceCache(), name="bench")
-    service = TTSService(lambda: ModelPool([engine]), VoiceLibrary(EXAMPLES / "voice_prompts"),
-                         SceneLibrary(EXAMPLES / "scene_prompts"), max_new_tokens=steps)
-    params = SamplingParams(temperature=0, max_new_tokens=steps, min_new_tokens=steps)
+    voices, scenes = VoiceLibrary(EXAMPLES / "voice_prompts"), SceneLibrary(EXAMPLES / "scene_prompts")
+    service = TTSService(PoolLoader.of(ModelPool([engine])), voices, scenes, max_new_tokens=steps)
+    # Greedy without RAS on both sides (the library is asked for no RAS below), so both do the same work.
+    params = SamplingParams(temperature=0, ras_win_len=0, max_new_tokens=steps, min_new_tokens=steps)
     job = service.prepare(GenerationRequest(text=TEXT, scene_prompt="", sampling=params))
     prompt = engine.encode_prompt(job.plan.conversation(0, []))
     ids = prompt.input_ids.unsqueeze(0).to(loaded.device)
     print(f"prompt: {ids.shape[1]} tokens; {frames} frames per run", flush=True)
 
     def library():
-        # Greedy without RAS on both sides (our engine turns RAS off for greedy), so both do the same work.
         out = loaded.model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
                                     max_new_tokens=steps, ras_win_len=None)
         audio = loaded.processor.decode(out)
@@ -84,12 +90,14 @@ def in_process(checkpoint: Path, device: str, frames: int, repeats: int, compile
     contenders = [("a", "library: transformers generate + processor decode", library, 1),
                   ("b", "engine in-process (service.generate)", ours, 1)]
     if compiled:
-        fast = HiggsEngine(loaded, VoiceCache(), name="bench-compiled", compile=True, max_batch_size=1,
-                           context_tokens=ids.shape[1] + steps)
-        fast_service = TTSService(lambda: ModelPool([fast]), service.voices, service.scenes, max_new_tokens=steps)
+        context = ids.shape[1] + steps if slots == 1 else DEFAULT_MAX_CONTEXT_TOKENS
+        fast = HiggsEngine(loaded, VoiceCache(), name="bench-compiled", compile=True, max_batch_size=slots,
+                           context_tokens=context)
+        fast_service = TTSService(PoolLoader.of(ModelPool([fast])), voices, scenes, max_new_tokens=steps)
         contenders.append(("b_compiled", "engine in-process, compiled decode step",
                            lambda: fast_service.generate(job), 1))
     contenders += bare_model(loaded, prompt.input_ids, frames)
+    contenders += live_lengths(loaded)
     # Interleaved rounds (a, b, ..., a, b, ...): this machine's speed drifts by 10-20% over a minute, which would
     # otherwise land on whichever contender ran during the slow stretch.
     for _, _, fn, _ in contenders:
@@ -100,7 +108,9 @@ def in_process(checkpoint: Path, device: str, frames: int, repeats: int, compile
             started = time.perf_counter()
             fn()
             times[key].append(time.perf_counter() - started)
-    return [_row(key, name, times[key], frames * batch) for key, name, _, batch in contenders]
+    return [_row(key, name, times[key], frames * batch,
+                 **({"ms_per_step": 1000 * statistics.median(times[key]) / LIVE_STEPS} if not batch else {}))
+            for key, name, _, batch in contenders]
 
 
 def bare_model(loaded, input_ids, frames: int, rows: int = 8) -> list[tuple]:
@@ -141,6 +151,40 @@ def bare_model(loaded, input_ids, frames: int, rows: int = 8) -> list[tuple]:
     return [("g_1", "bare model loop, 1 row (prefill + forwards)", lambda: loop(1), 1),
             (f"g_{rows}", f"bare model loop, {rows} rows", lambda: loop(rows), rows),
             ("g_2x2", "bare model loop, 2 threads x 2 rows (two instances)", two_instances, 4)]
+
+
+LIVE_STEPS = 200
+
+
+def live_lengths(loaded, steps: int = LIVE_STEPS, short: int = 100, slots: int = 8) -> list[tuple]:
+    """(h) What a decode step costs against what the rows hold: one short row in a small cache, the same row in the
+    largest cache (its window stays small), and one row that fills the largest cache. Each run is `steps` steps of
+    the eager step function, one row in a cache of `slots` slots (the server's default)."""
+    import torch
+
+    from model_pool.defaults import DEFAULT_MAX_CONTEXT_TOKENS
+    from model_pool.engine.slot_cache import SlotCache, decode_step
+
+    model, device = loaded.model, loaded.device
+    large = min(DEFAULT_MAX_CONTEXT_TOKENS, model.config.max_position_embeddings)
+
+    caches = {context: SlotCache(model, slots, context, device, model.dtype) for context in (512, large)}
+    codes = torch.zeros((slots, model.config.num_codebooks), dtype=torch.long, device=device)
+
+    def loop(context: int, length: int):  # the caches exist beforehand: only the steps are timed
+        cache = caches[context]
+        with torch.inference_mode():
+            for _ in range(steps):
+                cache.lengths.zero_()
+                cache.lengths[0] = length
+                decode_step(model, cache, codes, cache.window(length + 1), 1)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    return [("h_small", f"decode step: 1 row of {short} tokens, {512}-token cache", lambda: loop(512, short), 0),
+            ("h_large", f"decode step: 1 row of {short} tokens, {large}-token cache", lambda: loop(large, short), 0),
+            ("h_full", f"decode step: 1 row of {large - 1} tokens, {large}-token cache",
+             lambda: loop(large, large - 1), 0)]
 
 
 def _body(frames: int, **extra) -> dict:
@@ -219,8 +263,11 @@ def _clone_rows(url: str, voices: Path, repeats: int) -> list[dict]:
     return rows
 
 
+SERVERS = ("on", "off", "two")  # batching on; batching off; two instances per device (eager)
+
+
 def through_server(checkpoint: Path, work: Path, device: str, frames: int, load_frames: int, levels: list[int],
-                   repeats: int) -> list[dict]:
+                   repeats: int, servers: tuple[str, ...] = SERVERS) -> list[dict]:
     voices = work / "voices"
     shutil.copytree(EXAMPLES / "voice_prompts", voices, dirs_exist_ok=True)
     longest = max(frames, load_frames, CLONE_FRAMES)
@@ -228,9 +275,11 @@ def through_server(checkpoint: Path, work: Path, device: str, frames: int, load_
               "--voice-prompts-dir", str(voices))
     rows: list[dict] = []
     batch = str(max(8, *levels))  # every client of the largest level in one batch (16 on a GPU run)
-    servers = [("batching on", ("--max-batch-size", batch)), ("batching off", ("--max-batch-size", "1")),
-               ("two instances", ("--max-batch-size", batch, "--instances-per-device", "2"))]
-    for label, extra in servers:
+    configs = {"on": ("batching on", ("--max-batch-size", batch)),
+               "off": ("batching off", ("--max-batch-size", "1")),
+               "two": ("two instances", ("--max-batch-size", batch, "--instances-per-device", "2", "--compile",
+                                         "off"))}
+    for label, extra in (configs[name] for name in servers):
         log_dir = work / label.replace(" ", "_")
         log_dir.mkdir()
         server = start_server(checkpoint, log_dir, *common, *extra, device=device, timeout=1800)
@@ -284,5 +333,7 @@ def ratios(rows: list[dict]) -> dict:
     }
     if "b_compiled" in by:
         out["compiled_vs_eager (b'/b)"] = ratio("b_compiled", "b")
+    out["step_short_row_large_cache_vs_small_cache (h, target ~1)"] = ratio("h_large", "h_small")
+    out["step_full_row_vs_short_row (h: what a full context costs)"] = ratio("h_full", "h_large")
     return out
 

@@ -48,6 +48,8 @@ def print_table(results: dict) -> None:
             notes.append(f"first audio {row['first_audio_s']:.3f}s")
         if "audio_s_per_s" in row:
             notes.append(f"{row['audio_s_per_s']:.2f} audio s/s")
+        if "ms_per_step" in row:
+            notes.append(f"{row['ms_per_step']:.2f} ms/step")
         fps = f"{row['frames_per_s']:.1f}" if row.get("frames_per_s") else "-"
         print(f"{row['id'][:4]:4} {row['name'][:58]:58} {row['median_s']:9.3f} {fps:>9}  {', '.join(notes)}")
     print("\nratios:")

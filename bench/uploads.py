@@ -21,9 +21,10 @@ import numpy as np
 import requests
 import soundfile as sf
 
+from tests.harness import start_server
+
 from .measure import build_checkpoint
 from .report import machine
-from .server import start_server
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

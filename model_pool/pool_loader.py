@@ -14,7 +14,8 @@ log = logging.getLogger(__name__)
 
 
 class PoolLoader:
-    """States: 'loading' -> 'ready', or 'loading' -> 'failed' (with the error). Never raises into the caller."""
+    """States: 'idle' -> 'loading' -> 'ready', or -> 'failed' (with the error). Never raises into the caller: any
+    failure, in loading or in on_ready, ends in 'failed' with its message."""
 
     def __init__(self, factory: Callable[[], ModelPool], on_ready: Callable[[ModelPool], None] | None = None):
         self._factory = factory
@@ -22,17 +23,18 @@ class PoolLoader:
         self._pool: ModelPool | None = None
         self.error: str | None = None
         self.state = "idle"
-        self.started_at: float | None = None
-        self.load_seconds: float | None = None
-        self._ready = threading.Event()
         self._lock = threading.Lock()
+
+    @classmethod
+    def of(cls, pool: ModelPool) -> PoolLoader:
+        """A loader that already holds `pool` (in-process use: tests, benchmarks)."""
+        return cls(lambda: pool).start(background=False)
 
     def start(self, background: bool = True) -> PoolLoader:
         with self._lock:
             if self.state != "idle":
                 return self
             self.state = "loading"
-            self.started_at = time.monotonic()
         if background:
             threading.Thread(target=self._load, name="pool-loader", daemon=True).start()
         else:
@@ -40,35 +42,30 @@ class PoolLoader:
         return self
 
     def _load(self) -> None:
+        started = time.monotonic()
         try:
             pool = self._factory()
+            if self.on_ready is not None:
+                self.on_ready(pool)
         except Exception as exc:  # any failure must leave the server up and explaining itself
             self.error = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
             self.state = "failed"
             log.exception("model loading failed: %s", self.error)
-        else:
-            if self.on_ready is not None:
-                self.on_ready(pool)
-            self._pool = pool
-            self.state = "ready"
-            self.load_seconds = time.monotonic() - (self.started_at or time.monotonic())
-            log.info("models ready: %d instance(s) in %.1fs", pool.size, self.load_seconds)
-        finally:
-            self._ready.set()
-
-    def wait(self, timeout: float | None = None) -> bool:
-        return self._ready.wait(timeout)
-
-    @property
-    def is_loaded(self) -> bool:
-        return self.state == "ready"
+            return
+        self._pool = pool
+        self.state = "ready"
+        log.info("models ready: %d instance(s) in %.1fs", pool.size, time.monotonic() - started)
 
     def pool(self) -> ModelPool:
+        """The loaded pool, or NotReady (503 + Retry-After) while loading or after a failed load."""
         if self._pool is not None:
             return self._pool
         if self.state == "failed":
             raise NotReady(f"model failed to load: {self.error}", retry_after=60)
         raise NotReady("model is still loading; retry shortly", retry_after=10)
 
-    def peek(self) -> ModelPool | None:
-        return self._pool
+    def status(self) -> dict:
+        """What health checks and /info show: the state, the load error, and the pool's numbers once loaded."""
+        pool = self._pool
+        return {"state": self.state, "load_error": self.error, "pool": pool.stats() if pool else None,
+                "devices": sorted({str(e.device) for e in pool.engines}) if pool else []}

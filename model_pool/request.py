@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .defaults import DEFAULT_SCENE
+
 SAMPLE_RATE = 24000
 FRAME_RATE = 25
 SAMPLES_PER_FRAME = SAMPLE_RATE // FRAME_RATE
@@ -38,7 +40,7 @@ class GenerationRequest:
     text: str
     ref_audio: str | None = None  # "belinda", "belinda,en_man", "profile:NAME"
     ref_clip: ReferenceClip | None = None
-    scene_prompt: str | None = "quiet_indoor"  # a scene name, free text, or empty
+    scene_prompt: str | None = DEFAULT_SCENE  # a scene name, free text, or empty
     sampling: SamplingParams = field(default_factory=SamplingParams)
     chunk_method: str | None = None
     chunk_max_word_num: int = 200

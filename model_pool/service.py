@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,6 +22,7 @@ from .defaults import DEFAULT_MAX_NEW_TOKENS, DEFAULT_MAX_REQUEST_STEPS, DEFAULT
 from .engine.stream_decoder import StreamDecoder
 from .errors import Cancelled, ContextTooLong, InvalidRequest
 from .pool import ModelPool, Reservation
+from .pool_loader import PoolLoader
 from .prompt.library import SceneLibrary, VoiceLibrary
 from .prompt.planner import PromptPlan, PromptPlanner
 from .request import GenerationRequest, SamplingParams
@@ -58,7 +59,7 @@ class GenerationStats:
 class TTSService:
     def __init__(
         self,
-        pool: Callable[[], ModelPool],
+        loader: PoolLoader,
         voices: VoiceLibrary,
         scenes: SceneLibrary,
         max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
@@ -67,7 +68,7 @@ class TTSService:
         max_request_steps: int = DEFAULT_MAX_REQUEST_STEPS,
         max_text_chars: int = DEFAULT_MAX_TEXT_CHARS,
     ):
-        self.pool = pool  # returns the pool, or raises NotReady while it loads (or after it failed)
+        self.loader = loader
         self.planner = PromptPlanner(voices, scenes, max_speakers=max_speakers)
         self.max_new_tokens = max_new_tokens
         self.max_request_steps = max_request_steps
@@ -99,6 +100,14 @@ class TTSService:
             if length + sampling.max_new_tokens > engine.context_tokens:
                 raise ContextTooLong(length, sampling.max_new_tokens, engine.context_tokens, name("text"))
         return PreparedJob(plan, sampling, request_id, request.text)
+
+    def pool(self) -> ModelPool:
+        """The loaded pool, or NotReady (503) while it loads or after it failed."""
+        return self.loader.pool()
+
+    def status(self) -> dict:
+        """The engine's state for health checks and /info: state, load_error, pool (stats), devices."""
+        return self.loader.status()
 
     def admit(self) -> Reservation:
         """A place in the pool now, or NotReady / PoolBusy (before a response's first byte)."""

@@ -9,12 +9,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 
-import numpy as np  # noqa: E402
 import pytest  # noqa: E402
-import soundfile as sf  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
-EXAMPLES = ROOT / "examples"
+from helpers import make_app, write_voice  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -26,11 +23,13 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def loaded(tiny_checkpoint):
+    """The tiny model on the CPU, or on HIGGS_TEST_DEVICE (make gpu-check runs the engine tests on cuda)."""
     import torch
 
     from model_pool.engine.loader import load
 
-    return load(str(tiny_checkpoint / "model"), str(tiny_checkpoint / "audio_tokenizer"), torch.device("cpu"))
+    device = torch.device(os.environ.get("HIGGS_TEST_DEVICE", "cpu"))
+    return load(str(tiny_checkpoint / "model"), str(tiny_checkpoint / "audio_tokenizer"), device)
 
 
 @pytest.fixture(scope="session")
@@ -57,16 +56,10 @@ def compiled_engine(loaded):
     return engine
 
 
-def write_voice(directory: Path, name: str, seconds: float = 2.0, transcript: str | None = "Reference words.",
-                rate: int = 24000, seed: int = 0) -> Path:
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(seconds * rate)) / rate
-    samples = (0.3 * np.sin(2 * np.pi * (150 + 50 * seed) * t) + 0.01 * rng.standard_normal(t.shape)).astype(np.float32)
-    path = directory / f"{name}.wav"
-    sf.write(path, samples, rate)
-    if transcript is not None:
-        (directory / f"{name}.txt").write_text(transcript, encoding="utf-8")
-    return path
+@pytest.fixture
+def client(tmp_path, engine):
+    """The Flask app's test client, on the session's engine."""
+    return make_app(tmp_path, engine).test_client()
 
 
 @pytest.fixture
@@ -88,26 +81,14 @@ def scene_dir(tmp_path) -> Path:
     return d
 
 
-_DEMUXERS = {"wav": {"wav"}, "mp3": {"mp3"}, "opus": {"ogg"}, "aac": {"aac", "mov"}, "flac": {"flac"}}
 
 
-def decode_audio(data: bytes, fmt: str) -> tuple[int, float]:
-    """(sample rate, seconds) of an encoded file, decoded back with PyAV (ffmpeg). For Opus, which always decodes
-    at 48 kHz, the rate is the input rate its OpusHead records; pcm is raw 16-bit mono at 24 kHz."""
-    import io
+# Test kinds (`make test-fast` leaves out e2e): by module, in one place.
+E2E = {"test_e2e", "test_load_e2e", "test_hostile_e2e", "test_deploy", "test_browser"}
+API = {"test_api", "test_hardening", "test_hostile", "test_voice_api", "test_openai", "test_formats"}
 
-    import av
 
-    if fmt == "pcm":
-        assert len(data) % 2 == 0
-        return 24000, len(data) / 2 / 24000
-    samples, rate = 0, None
-    with av.open(io.BytesIO(data)) as container:
-        assert container.format.name.split(",")[0] in _DEMUXERS[fmt], container.format.name
-        for frame in container.decode(audio=0):
-            samples, rate = samples + frame.samples, frame.sample_rate
-    seconds = samples / rate
-    if fmt == "opus":
-        head = data.index(b"OpusHead")
-        rate = int.from_bytes(data[head + 12:head + 16], "little")
-    return rate, seconds
+def pytest_collection_modifyitems(items):
+    for item in items:
+        module = item.module.__name__.rsplit(".", 1)[-1]
+        item.add_marker("e2e" if module in E2E else "api" if module in API else "unit")

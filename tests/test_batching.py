@@ -7,48 +7,15 @@ import threading
 import pytest
 import torch
 
+from helpers import TEXTS, run, run_together
 from model_pool.engine import HiggsEngine
 from model_pool.engine.voice_cache import VoiceCache
-from model_pool.prompt.planner import Turn, User
 from model_pool.request import SamplingParams
-
-
-def msgs(text):
-    return [Turn("system", [["Generate audio following instruction."]]), Turn("user", [[User(text)]])]
-
-
-TEXTS = ["Hello world.", "A much longer sentence to make a longer prompt, with commas.", "Hi.", "Numbers 1 2 3."]
 
 
 @pytest.fixture(scope="module")
 def batched(loaded):
     return HiggsEngine(loaded, VoiceCache(), name="batched", max_batch_size=8)
-
-
-def run(engine, text, params, cancel=None, on_step=None):
-    frames = []
-    for step in engine.generate(engine.encode_prompt(msgs(text)), params, cancel):
-        if on_step:
-            on_step(step)
-        if step.frame is not None:
-            frames.append(step.frame)
-    return torch.stack(frames) if frames else torch.zeros((0, 8), dtype=torch.long)
-
-
-def run_together(engine, jobs):
-    """Start every job at once (a barrier) so they share batches; return their frames in order."""
-    results, barrier = [None] * len(jobs), threading.Barrier(len(jobs))
-
-    def work(i, text, params):
-        barrier.wait()
-        results[i] = run(engine, text, params)
-
-    threads = [threading.Thread(target=work, args=(i, *job)) for i, job in enumerate(jobs)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
-    return results
 
 
 def test_greedy_batched_equals_alone_with_different_lengths(batched):

@@ -11,9 +11,8 @@ from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 from playwright.sync_api import sync_playwright
 
-from bench.server import start_server
-from conftest import EXAMPLES, write_voice
-from test_api import make_app
+from harness import start_server
+from helpers import EXAMPLES, make_app, write_voice
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 # Headless, no sandbox (root in CI), and none of Chromium's own network chatter on a closed network.

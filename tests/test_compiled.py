@@ -8,10 +8,10 @@ import pytest
 import torch
 from torch._dynamo.utils import counters
 
+from helpers import TEXTS, run, run_together
 from model_pool.engine import HiggsEngine
 from model_pool.engine.voice_cache import VoiceCache
 from model_pool.request import SamplingParams
-from test_batching import TEXTS, run, run_together
 
 # The session's compiled engine has a 4096-token context (windows of 256 up to 4096 columns).
 CONTEXT = 4096

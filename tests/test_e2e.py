@@ -11,8 +11,8 @@ import openai
 import pytest
 import requests
 
-from bench.server import get_json, sse_events, start_server, wait_until
-from conftest import EXAMPLES, ROOT
+from harness import get_json, sse_events, start_server, wait_until
+from helpers import EXAMPLES, ROOT
 
 
 @pytest.fixture(scope="module")
@@ -101,3 +101,41 @@ def test_spec_javascript_client_page(server):
     # The page turned base64 into real bytes: the blob is exactly the WAV (44-byte header + 16-bit samples).
     assert report["bytes"] == 44 + round(report["duration"] * 24000) * 2
     assert report["status"].startswith("ok:")
+
+
+def test_a_limit_raised_and_lowered_through_the_environment(tiny_checkpoint, tmp_path):
+    """HIGGS_MAX_TEXT_CHARS, as systemd's Environment= would set it, is the limit the real server enforces, above
+    the default (20000) as well as below it."""
+    long_text = " ".join(["hello world"] * 2100) + "."  # 23100 characters
+    body = {"text": long_text, "chunk_method": "word", "chunk_max_word_num": 600, "max_new_tokens": 9,
+            "temperature": 0, "scene_prompt": ""}
+    (tmp_path / "raised").mkdir()
+    (tmp_path / "lowered").mkdir()
+    raised = start_server(tiny_checkpoint, tmp_path / "raised", env={"HIGGS_MAX_TEXT_CHARS": "30000"})
+    try:
+        r = requests.post(f"{raised.url}/generate", json=body, timeout=300)
+        assert r.status_code == 200, r.text
+    finally:
+        raised.stop()
+    lowered = start_server(tiny_checkpoint, tmp_path / "lowered", env={"HIGGS_MAX_TEXT_CHARS": "12"})
+    try:
+        assert requests.post(f"{lowered.url}/generate", json={"text": "Hello world.", "max_new_tokens": 9},
+                             timeout=60).status_code == 200
+        r = requests.post(f"{lowered.url}/generate", json={"text": "Hello worlds.", "max_new_tokens": 9}, timeout=60)
+        assert r.status_code == 400 and r.json()["field"] == "text" and "limit is 12" in r.json()["message"]
+    finally:
+        lowered.stop()
+
+
+def test_every_setting_is_in_the_readme_table():
+    """Each HIGGS_* variable the server reads is documented (and nothing documented is missing from Settings)."""
+    import re
+    from dataclasses import fields
+
+    from app.settings import ENV_PREFIX, Settings
+
+    readme = (ROOT / "README.md").read_text()
+    documented = set(re.findall(r"`(HIGGS_[A-Z_]+)`", readme))
+    names = {ENV_PREFIX + f.name.upper() for f in fields(Settings)}
+    assert names <= documented, sorted(names - documented)
+    assert documented <= names, sorted(documented - names)

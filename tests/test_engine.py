@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
+from helpers import msgs
 from model_pool.engine import HiggsEngine
 from model_pool.engine.stream_decoder import StreamDecoder
 from model_pool.engine.voice_cache import VoiceCache
 from model_pool.request import SamplingParams
-from test_batching import msgs
 
 MSGS = msgs("Hello world.")
 

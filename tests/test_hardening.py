@@ -10,9 +10,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from conftest import write_voice
+from helpers import make_app, write_voice
 from model_pool.prompt.library import VoiceLibrary
-from test_api import make_app
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import time
 import pytest
 import requests
 
-from bench.server import get_json, start_server, wait_until
+from harness import get_json, start_server, wait_until
 
 
 @pytest.fixture(scope="module")

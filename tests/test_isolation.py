@@ -10,11 +10,12 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from helpers import msgs, run
 from model_pool.pool import ModelPool
+from model_pool.pool_loader import PoolLoader
 from model_pool.prompt.library import SceneLibrary, VoiceLibrary
 from model_pool.request import GenerationRequest, SamplingParams
 from model_pool.service import TTSService
-from test_batching import msgs, run
 
 
 def frames(steps) -> torch.Tensor:
@@ -90,8 +91,8 @@ def inject(stage: str, runner, monkeypatch):
     elif stage == "non_finite":
         original = runner._step
 
-        def step(codes, window):
-            logits = original(codes, window)
+        def step(codes, window, *rest):
+            logits = original(codes, window, *rest)
             slot = victim_slot(runner)
             if slot is not None and runner._slots[slot].steps == 5:
                 logits = logits.clone()
@@ -137,7 +138,7 @@ def test_a_fault_fails_its_row_alone(engine_kind, stage, monkeypatch):
 
 
 def test_a_decoding_fault_fails_its_request_alone(engine, voice_dir, scene_dir, monkeypatch):
-    service = TTSService(lambda: ModelPool([engine]), VoiceLibrary(voice_dir), SceneLibrary(scene_dir))
+    service = TTSService(PoolLoader.of(ModelPool([engine])), VoiceLibrary(voice_dir), SceneLibrary(scene_dir))
     job = service.prepare(GenerationRequest(text="Survivor speaks.", scene_prompt="",
                                             sampling=SamplingParams(temperature=0, max_new_tokens=80)))
     expected = service.generate(job)

@@ -14,7 +14,7 @@ import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from bench.server import get_json, sse_events, start_server, wait_until
+from harness import get_json, sse_events, start_server, wait_until
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ from model_pool.engine import HiggsEngine
 from model_pool.engine.voice_cache import VoiceCache
 from model_pool.errors import ContextTooLong
 from model_pool.pool import ModelPool
+from model_pool.pool_loader import PoolLoader
 from model_pool.prompt.library import SceneLibrary, VoiceLibrary
 from model_pool.request import GenerationRequest, SamplingParams
 from model_pool.service import GenerationStats, TTSService
@@ -23,7 +24,7 @@ LONG = GenerationRequest(text="One two. Three four. Five six. Seven eight.", sce
 
 
 def service_for(engine, voice_dir, scene_dir) -> TTSService:
-    return TTSService(lambda: ModelPool([engine]), VoiceLibrary(voice_dir), SceneLibrary(scene_dir),
+    return TTSService(PoolLoader.of(ModelPool([engine])), VoiceLibrary(voice_dir), SceneLibrary(scene_dir),
                       max_new_tokens=2048)
 
 

@@ -1,6 +1,5 @@
 """Voice cache, loader errors, devices, the tiny checkpoint, and the service layer on the tiny model."""
 
-import json
 import os
 import threading
 
@@ -8,10 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import write_voice
+from helpers import write_voice
 from model_pool.engine.loader import load, resolve_devices
 from model_pool.errors import Cancelled, InvalidRequest, ModelLoadError
 from model_pool.pool import ModelPool
+from model_pool.pool_loader import PoolLoader
 from model_pool.prompt.library import SceneLibrary, VoiceLibrary
 from model_pool.request import GenerationRequest, SamplingParams
 from model_pool.service import GenerationStats, TTSService
@@ -60,14 +60,18 @@ def test_resolve_devices():
             resolve_devices("cuda:0")
 
 
-def test_tiny_checkpoint_layout_and_geometry(tiny_checkpoint):
-    model_cfg = json.loads((tiny_checkpoint / "model" / "config.json").read_text())
-    codec_cfg = json.loads((tiny_checkpoint / "audio_tokenizer" / "config.json").read_text())
-    assert model_cfg["model_type"] == "higgs_audio_v2" and model_cfg["num_codebooks"] == 8
-    assert model_cfg["codebook_size"] == 1026
-    assert codec_cfg["model_type"] == "higgs_audio_v2_tokenizer" and codec_cfg["sample_rate"] == 24000
-    assert (tiny_checkpoint / "model" / "chat_template.jinja").exists()
-    assert (tiny_checkpoint / "audio_tokenizer" / "preprocessor_config.json").exists()
+def test_tiny_checkpoint_loads_like_the_hub_layout_with_the_real_codec_geometry(tiny_checkpoint, engine):
+    """transformers' Auto classes resolve both parts (the hub layout), and the codec makes what the real one makes:
+    25 frames of 8 codebooks per second of 24 kHz audio, and 960 samples back per frame."""
+    from transformers import AutoConfig, AutoFeatureExtractor
+
+    assert type(AutoConfig.from_pretrained(tiny_checkpoint / "model")).__name__ == "HiggsAudioV2Config"
+    assert type(AutoConfig.from_pretrained(tiny_checkpoint / "audio_tokenizer")).__name__ == \
+        "HiggsAudioV2TokenizerConfig"
+    assert AutoFeatureExtractor.from_pretrained(tiny_checkpoint / "audio_tokenizer").sampling_rate == 24000
+    codes = engine.codec.encode(np.zeros(48000, dtype=np.float32))
+    assert codes.shape == (50, 8)
+    assert engine.codec.decode(codes).shape == (48000,)
 
 
 def test_tiny_checkpoint_is_deterministic(tiny_checkpoint, tmp_path):
@@ -85,7 +89,7 @@ def test_tiny_checkpoint_is_deterministic(tiny_checkpoint, tmp_path):
 @pytest.fixture
 def service(engine, voice_dir, scene_dir):
     pool = ModelPool([engine])
-    return TTSService(lambda: pool, VoiceLibrary(voice_dir), SceneLibrary(scene_dir), max_new_tokens=200)
+    return TTSService(PoolLoader.of(pool), VoiceLibrary(voice_dir), SceneLibrary(scene_dir), max_new_tokens=200)
 
 
 def test_service_long_form_seeded_reproducible(service):

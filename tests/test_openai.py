@@ -11,8 +11,7 @@ import openai
 import pytest
 
 from app.serving.encoder import FORMATS
-from conftest import decode_audio
-from test_api import make_app
+from helpers import decode_audio, make_app
 
 GREEDY = {"temperature": 0, "max_new_tokens": 40}
 
@@ -59,7 +58,7 @@ def test_every_format_decodes_to_the_wav_duration(sdk):
         rate, decoded = decode_audio(response.content, fmt)
         # Streamed mp3 and aac carry the encoder's priming (up to ~70 ms): the container cannot mark it.
         slack = 0.1 if fmt in ("mp3", "aac") else 0.05
-        assert rate == 24000 and -0.05 <= decoded - seconds <= slack, fmt
+        assert rate == (None if fmt == "pcm" else 24000) and -0.05 <= decoded - seconds <= slack, fmt
 
 
 def test_pcm_equals_the_spec_endpoint_and_speed_stretches(sdk, app):
@@ -117,7 +116,7 @@ def test_errors_come_back_as_openai_errors(sdk, params, error, param):
         _speech(sdk, fmt, **params)
     body = caught.value.body
     assert body["param"] == param and body["type"] in ("invalid_request_error", "not_found_error")
-    assert param in body["message"] or param in ("voice", "model", "instructions")
+    assert param in body["message"]
 
 
 def test_a_wrong_key_is_an_authentication_error(app):

@@ -10,8 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from conftest import EXAMPLES
-from test_api import make_app
+from helpers import EXAMPLES, make_app
 
 
 def wav(seconds=1.0, rate=24000, freq=220.0, channels=1) -> bytes:

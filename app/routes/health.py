@@ -17,9 +17,8 @@ def healthz():
 @blp.route("/readyz", methods=["GET"])
 def readyz():
     """200 once the models are loaded and the pool has instances; 503 with the reason otherwise."""
-    rt = runtime()
-    pool = rt.loader.peek()
-    if pool is not None and pool.size > 0:
-        return {"status": "ready", "pool": pool.stats()}
-    reason = rt.loader.error or f"model {rt.loader.state}"
-    return {"status": rt.loader.state, "reason": reason}, 503, {"Retry-After": "60" if rt.loader.error else "10"}
+    status = runtime().service.status()
+    if status["pool"] is not None:
+        return {"status": "ready", "pool": status["pool"]}
+    reason = status["load_error"] or f"model {status['state']}"
+    return {"status": status["state"], "reason": reason}, 503, {"Retry-After": "60" if status["load_error"] else "10"}

@@ -25,16 +25,16 @@ SUPPORTED_FEATURES = [
 @blp.response(200, InfoSchema)
 def info():
     rt = runtime()
-    pool = rt.loader.peek()
+    status = rt.service.status()
     return {
         "model_name": rt.settings.model_path,
         "audio_tokenizer": rt.settings.audio_tokenizer_path,
-        "device": rt.device_name(),
-        "is_loaded": rt.loader.is_loaded,
-        "load_error": rt.loader.error,
+        "device": ",".join(status["devices"]) or rt.settings.device,
+        "is_loaded": status["pool"] is not None,
+        "load_error": status["load_error"],
         "max_new_tokens": rt.settings.max_new_tokens,
         "supported_features": SUPPORTED_FEATURES,
-        "pool": pool.stats() if pool else {"state": rt.loader.state},
+        "pool": status["pool"] or {"state": status["state"]},
     }
 
 

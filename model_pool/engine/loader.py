@@ -56,8 +56,6 @@ class LoadedModel:
     model: object  # HiggsAudioV2ForConditionalGeneration
     processor: object  # HiggsAudioV2Processor
     device: torch.device
-    model_path: str
-    audio_tokenizer_path: str
 
 
 def _offline() -> bool:
@@ -142,4 +140,4 @@ def load(model_path: str, audio_tokenizer_path: str, device: torch.device) -> Lo
     model.to(device).eval()
     audio_tokenizer.to(device).eval()
     log.info("loaded %s + %s on %s (%s)", model_path, audio_tokenizer_path, device, dtype)
-    return LoadedModel(model, processor, device, model_path, audio_tokenizer_path)
+    return LoadedModel(model, processor, device)

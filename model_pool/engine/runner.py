@@ -21,6 +21,7 @@ import threading
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import partial
 
 import torch
 
@@ -279,7 +280,11 @@ class BatchRunner:
         report = self.transfer.start(selection.report)
         try:
             window = self.cache.window(max(r.length for r in rows) + 1)
-            self.logits.copy_(self._step(self.codes, window).view_as(self.logits))
+            if self.compiled:
+                self.logits.copy_(self._step(self.codes, window).view_as(self.logits))
+            else:  # eager: only up to the highest occupied slot
+                used = max(r.slot for r in rows) + 1
+                self.logits[:used].copy_(self._step(self.codes, window, used).view(used, *self.logits.shape[1:]))
         except Exception as exc:  # noqa: BLE001 - the batched forward belongs to no single row
             log.exception("decode step failed on %s: failing its %d row(s)", self.engine.name, len(rows))
             for row in rows:
@@ -343,11 +348,12 @@ class BatchRunner:
     def _make_step(self, compile: bool):
         model, cache = self.engine.model, self.cache
 
+        if not compile:
+            return partial(decode_step, model, cache)
+
         def step(codes, window):
             return decode_step(model, cache, codes, window)
 
-        if not compile:
-            return step
         mode = "reduce-overhead" if self.engine.device.type == "cuda" else None
         return torch.compile(step, mode=mode, fullgraph=True)
 

@@ -86,21 +86,26 @@ class SlotCache:
             values.zero_()
 
 
-def decode_step(model, cache: SlotCache, codes: torch.Tensor, window: torch.Tensor) -> torch.Tensor:
-    """One decode step for every slot: codes [slots, codebooks] -> logits [slots, codebooks * codebook size].
+def decode_step(model, cache: SlotCache, codes: torch.Tensor, window: torch.Tensor, slots: int | None = None
+                ) -> torch.Tensor:
+    """One decode step for the first `slots` slots (all by default): codes [slots, codebooks] -> logits
+    [slots, codebooks * codebook size].
 
     Every slot writes its token's keys and values at column lengths[slot] and attends over columns 0..lengths[slot]
     within `window`; active slots then advance by one. Inactive slots compute garbage that nobody reads (their
-    write lands on a column the next row's prefill overwrites)."""
+    write lands on a column the next row's prefill overwrites). The compiled step always runs every slot (one
+    graph); the eager step runs only up to the highest occupied slot, which matters where each row costs compute
+    (a CPU), not where a step is bound by reading the weights (a GPU)."""
     from transformers.models.higgs_audio_v2.modeling_higgs_audio_v2 import apply_rotary_pos_emb
 
     inner = model.model
-    lengths = cache.lengths
+    slots = cache.slots if slots is None else slots
+    lengths, active, rows = cache.lengths[:slots], cache.active[:slots], cache.rows[:slots]
+    codes = codes[:slots]
     hidden = inner.embed_audio_tokens(codes.unsqueeze(1))  # [slots, 1, hidden]
     cos, sin = inner.rotary_emb(hidden, lengths.unsqueeze(1))
     visible = (window.unsqueeze(0) <= lengths.unsqueeze(1))[:, None, None, :]  # [slots, 1, 1, W]
     span = window.shape[0]
-    slots = codes.shape[0]
     for index, layer in enumerate(inner.layers[: model.config.num_hidden_layers]):
         attn = layer.self_attn
         residual = hidden
@@ -109,14 +114,14 @@ def decode_step(model, cache: SlotCache, codes: torch.Tensor, window: torch.Tens
         k = attn.k_proj(x).view(slots, 1, -1, attn.head_dim).transpose(1, 2)
         v = attn.v_proj(x).view(slots, 1, -1, attn.head_dim).transpose(1, 2)
         q, k = apply_rotary_pos_emb(q, k, cos, sin)
-        keys, values = cache.keys[index], cache.values[index]
-        keys[cache.rows, :, lengths] = k[:, :, 0]
-        values[cache.rows, :, lengths] = v[:, :, 0]
+        keys, values = cache.keys[index][:slots], cache.values[index][:slots]
+        keys[rows, :, lengths] = k[:, :, 0]
+        values[rows, :, lengths] = v[:, :, 0]
         grouped = q.reshape(slots, cache.kv_heads, -1, attn.head_dim)  # the heads sharing a K/V head, as rows
         out = F.scaled_dot_product_attention(grouped, keys[:, :, :span], values[:, :, :span], attn_mask=visible,
                                              scale=attn.scaling)
         hidden = residual + attn.o_proj(out.reshape(slots, 1, -1))
         hidden = hidden + layer.audio_mlp(layer.audio_post_attention_layernorm(hidden))
     logits = model.audio_lm_head(inner.norm(hidden))[:, 0]
-    lengths.add_(cache.active)
+    lengths.add_(active)
     return logits

@@ -223,5 +223,6 @@ class SceneLibrary(_Directory):
         if is_name(value):
             return self.get(value, field)
         if _PATH_LIKE.search(value) and not any(c.isspace() for c in value):
-            raise InvalidRequest(field, f"invalid scene name {value!r}: use 1-64 letters, digits, '_' or '-'")
+            raise InvalidRequest(field, f"invalid {field} {value!r}: a scene name uses 1-64 letters, digits, '_' or "
+                                        "'-'; a description needs words")
         return value
