@@ -143,10 +143,9 @@ def handle_http_exception(error: HTTPException):
         detail = errors[field] if field else errors.get("_schema")
         message = f"invalid field '{field}': {_first(detail)}" if field else f"invalid request: {_first(detail)}"
         body = error_body(status, message, field, errors)
-        body["status"] = error.name
     else:
         body = error_body(status, error.description or error.name)
-        body["status"] = error.name
+    body["status"] = error.name
     return _respond(status, body, data.get("headers"))
 
 

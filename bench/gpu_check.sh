@@ -60,9 +60,10 @@ setup() {
     echo "no .whl/ wheels: using $PY's own packages (make gpu-wheels fills .whl/ on a machine with a registry)"
   fi
   "$PY" - <<'PY'
-import sys, torch, transformers, flask, gunicorn, soundfile, soxr, av
+import sys, torch, transformers, gunicorn, soundfile, soxr, av
+from importlib.metadata import version
 print("python", sys.version.split()[0], "torch", torch.__version__, "transformers", transformers.__version__,
-      "flask", flask.__version__ if hasattr(flask, "__version__") else "?", "gunicorn", gunicorn.__version__)
+      "flask", version("flask"), "gunicorn", gunicorn.__version__)
 assert transformers.__version__ == "5.23.0", "transformers is not the pinned 5.23.0"
 print("cuda available:", torch.cuda.is_available())
 if torch.cuda.is_available():
@@ -71,7 +72,9 @@ PY
 }
 
 if want setup; then
-  stage setup 120 "$OUT/setup.log" setup
+  export -f setup
+  export PY ROOT WORK
+  stage setup 120 "$OUT/setup.log" bash -c setup
   tail -3 "$OUT/setup.log" | tee -a "$SUMMARY"
 fi
 CUDA=$("$PY" -c "import torch; print(int(torch.cuda.is_available()))" 2>/dev/null || echo 0)

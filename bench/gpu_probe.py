@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -28,25 +27,15 @@ def result(name: str, value) -> None:
 
 
 def frames_of(engine, text: str, params) -> list:
-    from model_pool.prompt.planner import Turn, User
+    from tests.helpers import run
 
-    turns = [Turn("system", [["Generate audio following instruction."]]), Turn("user", [[User(text)]])]
-    return [s.frame.tolist() for s in engine.generate(engine.encode_prompt(turns), params) if s.frame is not None]
+    return run(engine, text, params).tolist()
 
 
 def together(engine, jobs: list) -> list:
-    out, barrier = [None] * len(jobs), threading.Barrier(len(jobs))
+    from tests.helpers import run_together
 
-    def work(i, text, params):
-        barrier.wait()
-        out[i] = frames_of(engine, text, params)
-
-    threads = [threading.Thread(target=work, args=(i, *job)) for i, job in enumerate(jobs)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    return out
+    return [frames.tolist() for frames in run_together(engine, jobs)]
 
 
 def agreement(a: list, b: list) -> dict:

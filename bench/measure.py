@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import statistics
 import threading
@@ -188,18 +189,24 @@ def live_lengths(loaded, steps: int = LIVE_STEPS, short: int = 100, slots: int =
 
 
 def _body(frames: int, **extra) -> dict:
-    return {"text": TEXT, "scene_prompt": "", "temperature": 0, "max_new_tokens": frames + 8, **extra}
+    # Greedy without RAS, as (a) and (b): a RAS redraw can pick the stream-end code, and every run must make
+    # exactly `frames` frames (the random audio head never picks it otherwise).
+    return {"text": TEXT, "scene_prompt": "", "temperature": 0, "ras_win_len": 0, "max_new_tokens": frames + 8,
+            **extra}
 
 
 def _post_generate(url: str, frames: int, **extra) -> float:
     r = requests.post(f"{url}/generate", json=_body(frames, **extra), timeout=3600)
     r.raise_for_status()
-    return r.json()["duration"]
+    duration = r.json()["duration"]
+    assert abs(duration - frames / FRAME_RATE) < 1e-6, f"{duration}s of audio, not {frames} frames"
+    return duration
 
 
 def _stream(url: str, frames: int) -> tuple[float, float]:
     started = time.perf_counter()
     first = None
+    done = None
     with requests.post(f"{url}/generate-stream", json=_body(frames), stream=True, timeout=3600) as r:
         r.raise_for_status()
         for line in r.iter_lines(decode_unicode=True):
@@ -207,6 +214,9 @@ def _stream(url: str, frames: int) -> tuple[float, float]:
                 first = time.perf_counter() - started
             if line.startswith("event: error"):
                 raise RuntimeError("stream failed")
+            if line.startswith("data:") and '"type": "done"' in line:
+                done = json.loads(line[5:])
+    assert done and abs(done["duration"] - frames / FRAME_RATE) < 1e-6, f"stream ended with {done}"
     return first, time.perf_counter() - started
 
 

@@ -112,17 +112,22 @@ def run(engine, text, params, cancel=None, on_step=None):
     return torch.stack(frames) if frames else torch.zeros((0, 8), dtype=torch.long)
 
 
-def run_together(engine, jobs):
-    """Start every job at once (a barrier) so they share batches; return their frames in order."""
-    results, barrier = [None] * len(jobs), threading.Barrier(len(jobs))
+def at_once(calls: list, timeout: float = 120) -> list:
+    """Run every call in its own thread, all released together (a barrier); return their results in order."""
+    results, barrier = [None] * len(calls), threading.Barrier(len(calls))
 
-    def work(i, text, params):
+    def work(i, call):
         barrier.wait()
-        results[i] = run(engine, text, params)
+        results[i] = call()
 
-    threads = [threading.Thread(target=work, args=(i, *job)) for i, job in enumerate(jobs)]
+    threads = [threading.Thread(target=work, args=(i, call)) for i, call in enumerate(calls)]
     for t in threads:
         t.start()
     for t in threads:
-        t.join(120)
+        t.join(timeout)
     return results
+
+
+def run_together(engine, jobs):
+    """Start every job (text, params) at once so they share batches; return their frames in order."""
+    return at_once([lambda job=job: run(engine, *job) for job in jobs])

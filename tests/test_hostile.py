@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from helpers import make_app, wav_samples
+from helpers import at_once, make_app, wav_samples
 from model_pool.defaults import MIN_TEMPERATURE
 
 
@@ -23,21 +23,13 @@ def app(tmp_path, engine):
 
 
 def together(app, bodies: list[tuple[str, dict]]) -> list:
-    """Send every request at once (they share batches); return the responses in order."""
-    results, barrier = [None] * len(bodies), threading.Barrier(len(bodies))
+    """Send every request at once (they share batches); return (status, body) in order."""
 
-    def send(i, path, body):
-        client = app.test_client()
-        barrier.wait()
-        response = client.post(path, json=body)
-        results[i] = (response.status_code, response.get_data())
+    def send(path, body):
+        response = app.test_client().post(path, json=body)
+        return response.status_code, response.get_data()
 
-    threads = [threading.Thread(target=send, args=(i, *b)) for i, b in enumerate(bodies)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
-    return results
+    return at_once([lambda b=b: send(*b) for b in bodies])
 
 
 INNOCENT = {"text": "An innocent sentence.", "scene_prompt": "", "temperature": 0, "max_new_tokens": 60}

@@ -72,10 +72,10 @@ def inject(stage: str, runner, monkeypatch):
     elif stage == "noise":
         original = runner.sampler.draw_noise
 
-        def draw_noise(slot, generator):
+        def draw_noise(slot, generator, params):
             if slot == victim_slot(runner) and runner._slots[slot].steps == 5:
                 raise Injected("noise")
-            return original(slot, generator)
+            return original(slot, generator, params)
 
         monkeypatch.setattr(runner.sampler, "draw_noise", draw_noise)
     elif stage == "sampling":

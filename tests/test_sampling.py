@@ -1,8 +1,8 @@
 """BatchSampler against a per-row reference built from what we did not write: transformers' logits warpers,
 torch.multinomial with the row's generator, and the original engine's delay-pattern / stream-end state machine.
 
-The reference consumes the row's generator the way ours does (one draw for the sample, one for a RAS redraw, every
-step), so seeded rows must agree code for code, alone and in any batch."""
+The reference consumes the row's generator the way ours does (every step, one draw when it samples, one for a RAS
+redraw when RAS is on), so seeded rows must agree code for code, alone and in any batch."""
 
 from __future__ import annotations
 
@@ -39,10 +39,10 @@ class ReferenceRow:
                 scores = TopKLogitsWarper(p.top_k)(None, scores)
             if p.top_p is not None and p.top_p < 1.0:
                 scores = TopPLogitsWarper(p.top_p)(None, scores)
-        drawn = torch.multinomial(scores.softmax(-1), 1, generator=self.g).squeeze(1)
-        redraw = torch.multinomial(x.softmax(-1), 1, generator=self.g).squeeze(1)
-        codes = x.argmax(-1) if p.temperature < MIN_TEMPERATURE else drawn
+        greedy = p.temperature < MIN_TEMPERATURE
+        codes = x.argmax(-1) if greedy else torch.multinomial(scores.softmax(-1), 1, generator=self.g).squeeze(1)
         if p.ras_win_len:
+            redraw = torch.multinomial(x.softmax(-1), 1, generator=self.g).squeeze(1)
             window = self.history[-p.ras_win_len:]
             if window:
                 past = torch.stack(window)
@@ -92,9 +92,10 @@ def run_ours(sampler: BatchSampler, slots: list[int], params: list[SamplingParam
             break
         rows = torch.tensor([slots[i] for i in live])
         for i in live:
-            sampler.draw_noise(slots[i], gens[i])
+            sampler.draw_noise(slots[i], gens[i], params[i])
         logits = torch.stack([logits_fn(slots[i], t) for i in live])
-        sel = sampler.select(rows, logits, ras_span=max(params[i].ras_win_len or 0 for i in live))
+        sel = sampler.select(rows, logits, ras_span=max(params[i].ras_win_len or 0 for i in live),
+                             sampling=any(params[i].temperature >= MIN_TEMPERATURE for i in live))
         sampler.commit(rows, sel)
         for i, line in zip(live, sel.report):
             assert not line[REPORT_BAD]
@@ -201,7 +202,7 @@ def test_non_finite_logits_flag_their_row_only():
     sampler = BatchSampler(3, K, V, BOS, EOS, "cpu", 64)
     for slot in range(3):
         sampler.admit(slot, SamplingParams(seed=slot, max_new_tokens=50))
-        sampler.draw_noise(slot, torch.Generator().manual_seed(slot))
+        sampler.draw_noise(slot, torch.Generator().manual_seed(slot), SamplingParams(seed=slot))
     logits = torch.randn(3, K, V)
     logits[1, 2, 5] = float("nan")
     sel = sampler.select(torch.arange(3), logits, ras_span=7)
@@ -216,7 +217,7 @@ def test_extreme_parameters_stay_finite(temperature, top_k, top_p):
     sampler.admit(0, p)
     g = torch.Generator().manual_seed(0)
     for _t in range(12):
-        sampler.draw_noise(0, g)
+        sampler.draw_noise(0, g, p)
         logits = torch.randn(1, K, V) * 50  # large logits: / temperature must not overflow
         sel = sampler.select(torch.tensor([0]), logits, ras_span=7)
         sampler.commit(torch.tensor([0]), sel)

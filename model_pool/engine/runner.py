@@ -25,7 +25,7 @@ from functools import partial
 
 import torch
 
-from ..defaults import DEFAULT_MAX_CONTEXT_TOKENS, DEFAULT_PREFILL_CHUNK, MAX_RAS_WINDOW
+from ..defaults import DEFAULT_MAX_CONTEXT_TOKENS, DEFAULT_PREFILL_CHUNK, MAX_RAS_WINDOW, MIN_TEMPERATURE
 from ..errors import ContextTooLong, GenerationFailed
 from ..request import SamplingParams
 from .sampling import REPORT_BAD, REPORT_EMIT, REPORT_FINISHED, BatchSampler, Selection, row_generator
@@ -264,7 +264,7 @@ class BatchRunner:
     def _step_rows(self, rows: list[_Row]) -> None:
         for row in list(rows):
             try:
-                self.sampler.draw_noise(row.slot, row.generator)
+                self.sampler.draw_noise(row.slot, row.generator, row.params)
             except Exception as exc:  # noqa: BLE001
                 log.exception("row failed while drawing its noise on %s", self.engine.name)
                 self._leave(row, exc)
@@ -314,10 +314,10 @@ class BatchRunner:
 
     def _select_for(self, rows: list[_Row]) -> Selection:
         index = self._index(rows)
-        sampled = [r.params for r in rows if r.params.temperature > 0]
+        sampled = [r.params for r in rows if r.params.temperature >= MIN_TEMPERATURE]
         span = min(MAX_RAS_WINDOW, max(r.params.ras_win_len or 0 for r in rows))
         return self.sampler.select(
-            index, self.logits[index], span,
+            index, self.logits[index], span, sampling=bool(sampled),
             use_top_k=any(p.top_k and p.top_k < self.engine.codebook_size for p in sampled),
             use_top_p=any(p.top_p is not None and p.top_p < 1.0 for p in sampled))
 

@@ -1,8 +1,8 @@
 """Code selection for a whole batch at once, on the device: the delay pattern, temperature / top-k / top-p, RAS and
 the stream end, with per-request randomness.
 
-Every row owns a torch.Generator, used only to draw its noise: exponential variates q, one set for the draw and one
-for a RAS redraw. Sampling is argmax(p / q), which is what torch.multinomial does for one sample, so a seeded row
+Every row owns a torch.Generator, used only to draw its noise: exponential variates q, one set for the draw (when the
+row samples) and one for a RAS redraw (when it uses RAS). Sampling is argmax(p / q), which is what torch.multinomial does for one sample, so a seeded row
 gives the same codes alone or in any batch, and batching never mixes two requests' random streams.
 
 All per-row state (step, stream end, RAS history, parameters) lives in device tensors that change only when a row
@@ -88,8 +88,13 @@ class BatchSampler:
             tensor[slot] = value
         self.history[slot] = 0
 
-    def draw_noise(self, slot: int, generator: torch.Generator) -> None:
-        self.noise[slot].exponential_(1.0, generator=generator)
+    def draw_noise(self, slot: int, generator: torch.Generator, params: SamplingParams) -> None:
+        """The row's noise for one step: for the draw when it samples, for the redraw when it uses RAS. Whether a
+        row draws depends only on its own parameters, so its random stream is the same in any batch."""
+        if params.temperature >= MIN_TEMPERATURE:
+            self.noise[slot, 0].exponential_(1.0, generator=generator)
+        if params.ras_win_len:
+            self.noise[slot, 1].exponential_(1.0, generator=generator)
 
     def commit(self, rows: torch.Tensor, selection: Selection) -> None:
         """Store the state `select` computed for `rows` (index tensor)."""
@@ -100,8 +105,10 @@ class BatchSampler:
 
     # ---- one step (pure) ------------------------------------------------------------------------------------
     def select(self, rows: torch.Tensor, logits: torch.Tensor, ras_span: int, use_top_k: bool = True,
-               use_top_p: bool = True) -> Selection:
-        """Codes for `rows` (index tensor) from their logits [rows, codebooks, vocab]. Reads state, writes none."""
+               use_top_p: bool = True, sampling: bool = True) -> Selection:
+        """Codes for `rows` (index tensor) from their logits [rows, codebooks, vocab]. Reads state, writes none.
+        The flags skip work no row of the batch needs (`sampling`: some row samples rather than takes the argmax);
+        a row's codes never depend on them."""
         K, eos, bos = self.K, self.eos, self.bos
         t, end = self.step[rows], self.end[rows]
         x = logits.float()
@@ -114,23 +121,10 @@ class BatchSampler:
         pinned = forced.unsqueeze(2)
         x = torch.where(pinned >= 0, torch.where(self._vocab == pinned, 0.0, NEG_INF), x)
 
-        greedy_codes = x.argmax(dim=-1)
-        scores = x / self.temperature[rows].view(-1, 1, 1)
-        if use_top_k:
-            k = (self.top_k[rows].clamp(1, self.V) - 1).view(-1, 1, 1).expand(-1, K, 1)
-            kth = scores.sort(dim=-1, descending=True).values.gather(-1, k)
-            scores = scores.masked_fill(scores < kth, NEG_INF)
-        if use_top_p:
-            ordered, order = scores.sort(dim=-1)
-            cumulative = ordered.softmax(dim=-1).cumsum(dim=-1)
-            drop = cumulative <= (1.0 - self.top_p[rows]).view(-1, 1, 1)
-            drop[..., -1] = False  # always keep the most likely code
-            scores = scores.masked_fill(drop.scatter(-1, order, drop), NEG_INF)
-        probs = scores.softmax(dim=-1)
+        codes = x.argmax(dim=-1)
         noise = self.noise[rows]
-        drawn = (probs / noise[:, 0]).argmax(dim=-1)
-        bad |= ~torch.isfinite(probs).flatten(1).all(dim=1)
-        codes = torch.where(self.greedy[rows].unsqueeze(1), greedy_codes, drawn)
+        if sampling:
+            codes = self._sampled(rows, x, codes, noise, use_top_k, use_top_p, bad)
 
         if ras_span > 0:  # RAS over the last min(ras_len, step) codes of each codebook
             ages = self._ages[:ras_span]
@@ -159,3 +153,22 @@ class BatchSampler:
         finished = ((end >= 0) & (t >= end + K - 2)) | (t + 1 >= self.max_new[rows])
         report = torch.cat([frame, emit.unsqueeze(1), finished.unsqueeze(1), bad.unsqueeze(1)], dim=1).long()
         return Selection(codes, report, t + 1, end)
+
+    def _sampled(self, rows, x, greedy_codes, noise, use_top_k: bool, use_top_p: bool, bad) -> torch.Tensor:
+        """Temperature, top-k, top-p, then argmax(p / q); greedy rows keep their argmax. Marks non-finite rows."""
+        K = self.K
+        scores = x / self.temperature[rows].view(-1, 1, 1)
+        if use_top_k:
+            k = (self.top_k[rows].clamp(1, self.V) - 1).view(-1, 1, 1).expand(-1, K, 1)
+            kth = scores.sort(dim=-1, descending=True).values.gather(-1, k)
+            scores = scores.masked_fill(scores < kth, NEG_INF)
+        if use_top_p:
+            ordered, order = scores.sort(dim=-1)
+            cumulative = ordered.softmax(dim=-1).cumsum(dim=-1)
+            drop = cumulative <= (1.0 - self.top_p[rows]).view(-1, 1, 1)
+            drop[..., -1] = False  # always keep the most likely code
+            scores = scores.masked_fill(drop.scatter(-1, order, drop), NEG_INF)
+        probs = scores.softmax(dim=-1)
+        bad |= ~torch.isfinite(probs).flatten(1).all(dim=1)
+        drawn = (probs / noise[:, 0]).argmax(dim=-1)
+        return torch.where(self.greedy[rows].unsqueeze(1), greedy_codes, drawn)
