@@ -18,7 +18,7 @@ run: $(VENV)/.installed
 	$(PY) api_server.py $(ARGS)
 
 # A tiny random-weight checkpoint, built offline: for machines without a GPU or the hub. It speaks noise.
-$(DEMO_DIR)/TINY_CHECKPOINT.json: model_pool/tiny.py model_pool/chat_template.jinja | $(VENV)/.installed
+$(DEMO_DIR)/TINY_CHECKPOINT.json: model_pool/tiny.py model_pool/prompt/chat_template.jinja | $(VENV)/.installed
 	HF_HUB_OFFLINE=1 $(PY) -m model_pool.tiny $(DEMO_DIR)
 
 tiny: $(DEMO_DIR)/TINY_CHECKPOINT.json

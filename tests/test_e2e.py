@@ -139,3 +139,10 @@ def test_every_setting_is_in_the_readme_table():
     names = {ENV_PREFIX + f.name.upper() for f in fields(Settings)}
     assert names <= documented, sorted(names - documented)
     assert documented <= names, sorted(documented - names)
+
+
+def test_make_targets_name_files_that_exist():
+    """`make demo` / `make tiny` must find their prerequisites (a moved file once broke `make demo`)."""
+    for target in ("tiny", "demo", "gpu-check"):
+        done = subprocess.run(["make", "-n", target], cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
