@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .defaults import DEFAULT_MAX_NEW_TOKENS, DEFAULT_MAX_REQUEST_STEPS, DEFAULT_MAX_TEXT_CHARS, MAX_SPEAKERS
+from .engine.prompt_encoder import EncodedPrompt
 from .engine.stream_decoder import StreamDecoder
 from .errors import Cancelled, ContextTooLong, InvalidRequest
 from .pool import ModelPool, Reservation
@@ -36,6 +37,7 @@ class PreparedJob:
     sampling: SamplingParams
     request_id: str
     text: str  # the text as submitted
+    first_prompt: EncodedPrompt | None = None  # chunk 0's prompt, encoded (and measured) by prepare()
 
 
 @dataclass
@@ -95,11 +97,12 @@ class TTSService:
         engine = self.pool().engines[0]  # NotReady (503) while loading; every instance encodes alike
         sources = plan.sources()
         plan = plan.with_codes({i: engine.codes_for(source) for i, source in enumerate(sources)})
-        for index in range(len(plan.chunks)):  # each chunk with no earlier chunk in its context must fit
-            length = int(engine.encode_prompt(plan.conversation(index, [], dropped=index)).input_ids.shape[0])
+        prompts = [engine.encode_prompt(plan.conversation(i, [], dropped=i)) for i in range(len(plan.chunks))]
+        for prompt in prompts:  # each chunk with no earlier chunk in its context must fit
+            length = int(prompt.input_ids.shape[0])
             if length + sampling.max_new_tokens > engine.context_tokens:
                 raise ContextTooLong(length, sampling.max_new_tokens, engine.context_tokens, name("text"))
-        return PreparedJob(plan, sampling, request_id, request.text)
+        return PreparedJob(plan, sampling, request_id, request.text, prompts[0])
 
     def pool(self) -> ModelPool:
         """The loaded pool, or NotReady (503) while it loads or after it failed."""
@@ -122,7 +125,10 @@ class TTSService:
             stats.queue_wait_s = time.perf_counter() - start
             generated, dropped = [], 0
             for index in range(len(plan.chunks)):
-                prompt = engine.encode_prompt(plan.conversation(index, generated, dropped))
+                if index == 0 and job.first_prompt is not None:
+                    prompt = job.first_prompt  # chunk 0 has no earlier chunk: prepare() encoded it already
+                else:
+                    prompt = engine.encode_prompt(plan.conversation(index, generated, dropped))
                 while prompt.input_ids.shape[0] + sampling.max_new_tokens > engine.context_tokens:
                     if dropped >= index:  # prepare() proved this fits; only a changed context could get here
                         raise ContextTooLong(int(prompt.input_ids.shape[0]), sampling.max_new_tokens,

@@ -123,7 +123,7 @@ class BatchRunner:
         length = int(prompt.input_ids.shape[0])
         if length + params.max_new_tokens > self.context_tokens:
             raise ContextTooLong(length, params.max_new_tokens, self.context_tokens)
-        generator, _ = row_generator(params.seed, self.engine.device)
+        generator = row_generator(params.seed, self.engine.device)
         row = _Row(prompt, params, cancel, generator)
         with self._cond:
             self._waiting.append(row)
@@ -240,7 +240,6 @@ class BatchRunner:
         length = row.prompt.input_ids.shape[0]
         with self._cond:
             self._slots[slot] = row
-            self._rows_index = None
             self.max_rows_seen = max(self.max_rows_seen, sum(r is not None for r in self._slots))
         self.cache.insert(slot, row.prefill, length)
         self.sampler.admit(slot, row.params)
@@ -254,8 +253,7 @@ class BatchRunner:
             with self._cond:
                 if self._slots[slot] is row:
                     self._slots[slot] = None
-                    self._rows_index = None
-            self.cache.release(slot, scrub=scrub)
+                    self.cache.release(slot, scrub=scrub)
             row.slot = None
         row.prefill = None
         row.out.put(outcome)

@@ -42,11 +42,11 @@ class Selection:
 REPORT_EMIT, REPORT_FINISHED, REPORT_BAD = -3, -2, -1
 
 
-def row_generator(seed: int | None, device: torch.device) -> tuple[torch.Generator, int]:
-    seed = seed if seed is not None else secrets.randbits(63)
+def row_generator(seed: int | None, device: torch.device) -> torch.Generator:
+    """The row's own random stream: its seed, or a random one."""
     generator = torch.Generator(device=device)
-    generator.manual_seed(seed)
-    return generator, seed
+    generator.manual_seed(seed if seed is not None else secrets.randbits(63))
+    return generator
 
 
 class BatchSampler:
