@@ -81,10 +81,10 @@ CUDA=$("$PY" -c "import torch; print(int(torch.cuda.is_available()))" 2>/dev/nul
 note "cuda available: $CUDA"
 
 if want tests; then
-  stage unit-tests 60 "$OUT/tests.log" "$PY" -m pytest -q -p no:cacheprovider tests/test_sampling.py \
-    tests/test_workers.py tests/test_pool.py
+  stage unit-tests 60 "$OUT/tests.log" "$PY" -m pytest -q -p no:cacheprovider tests/unit/test_sampling.py \
+    tests/unit/test_workers.py tests/unit/test_pool.py
   HIGGS_TEST_DEVICE=cuda stage cuda-tests 150 "$OUT/tests.log" "$PY" -m pytest -q -p no:cacheprovider -x \
-    tests/test_compiled.py tests/test_isolation.py tests/test_engine.py
+    tests/unit/test_compiled.py tests/unit/test_isolation.py tests/unit/test_engine.py
   grep -h -E "passed|failed|error" "$OUT/tests.log" | tail -4 | tee -a "$SUMMARY"
 fi
 

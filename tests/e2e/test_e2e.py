@@ -93,7 +93,7 @@ def test_spec_curl_examples(server):
 @pytest.mark.skipif(not shutil.which("node"), reason="node is not installed")
 def test_spec_javascript_client_page(server):
     url, _ = server
-    result = subprocess.run(["node", str(ROOT / "tests" / "js_client_check.mjs"), url], capture_output=True,
+    result = subprocess.run(["node", str(ROOT / "tests" / "e2e" / "js_client_check.mjs"), url], capture_output=True,
                             text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout.strip().splitlines()[-1])

@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import app.workers
 from app.workers import layout
 
-CONF = Path(__file__).resolve().parent.parent / "gunicorn.conf.py"
+CONF = Path(__file__).resolve().parents[2] / "gunicorn.conf.py"
 
 
 def load_conf(monkeypatch, gpus: int, **env) -> dict:

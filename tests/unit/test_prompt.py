@@ -19,7 +19,7 @@ from model_pool.prompt.library import SceneLibrary, VoiceLibrary
 from model_pool.prompt.planner import MULTI_SPEAKER_SYSTEM, PromptPlanner
 from model_pool.request import GenerationRequest, ReferenceClip
 
-HUB_TEMPLATE = (Path(__file__).parent / "fixtures" / "hub_chat_template.jinja").read_text()
+HUB_TEMPLATE = (Path(__file__).parent.parent / "fixtures" / "hub_chat_template.jinja").read_text()
 SINGLE = "Generate audio following instruction."
 AUDIO = "<|audio_out_bos|><|AUDIO_OUT|><|audio_eos|>"
 GEN = "<|start_header_id|>assistant<|end_header_id|>\n\n<|audio_out_bos|>"
