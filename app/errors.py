@@ -1,42 +1,39 @@
-"""The one place where failures become HTTP answers: one status per error type, one JSON shape.
+"""The one place where failures become HTTP answers: one JSON shape, the status each error type carries.
+
+Every error a user can cause is a HiggsError subclass whose class attributes say its status and, where waiting
+helps, its Retry-After (model_pool/errors.py; the HTTP-only ones below), found along the class hierarchy.
 
 Body: {"success": false, "code": 400, "status": "Bad Request", "message": "...", "field": "temperature",
 "errors": {"temperature": ["..."]}}. A 500 says only "internal server error" and the request id; the traceback
-goes to the log. Under /v1/ (the OpenAI-compatible API) the same status and message take OpenAI's shape:
-{"error": {"message": "...", "type": "invalid_request_error", "param": "voice", "code": "invalid_value"}}.
+goes to the log. A blueprint that sets `error_shape = "openai"` (the OpenAI-compatible API) gets the same status
+and message in OpenAI's shape: {"error": {"message": "...", "type": "invalid_request_error", "param": "voice",
+"code": "invalid_value"}}.
 """
 
 from __future__ import annotations
 
 import logging
+from http import HTTPStatus
 
-from flask import g, has_request_context, jsonify, request
+from flask import current_app, g, has_request_context, jsonify, request
 from werkzeug.exceptions import HTTPException
 
-from model_pool.errors import (
-    Cancelled,
-    GenerationFailed,
-    HiggsError,
-    InvalidRequest,
-    NotReady,
-    PoolBusy,
-    UnknownScene,
-    UnknownVoice,
-)
-from model_pool.prompt.library import VoiceExists
+from model_pool.errors import HiggsError, InvalidRequest, StorageError
 
 log = logging.getLogger("higgs.errors")
 
 
 class Unauthorized(HiggsError):
-    pass
+    http_status = 401
 
 
 class PayloadTooLarge(InvalidRequest):
-    pass
+    http_status = 413
 
 
 class UnknownModel(HiggsError):
+    http_status = 404
+
     def __init__(self, name: str, known: list[str]):
         super().__init__(f"unknown model '{name}'; this server serves: {', '.join(known)}")
         self.field = "model"
@@ -47,30 +44,17 @@ class StreamAborted(Exception):
     so the client sees a broken transfer instead of a short file that looks whole."""
 
 
-# Most specific first: the first matching entry decides the status.
-STATUS_BY_ERROR: list[tuple[type[HiggsError], int]] = [
-    (PayloadTooLarge, 413),
-    (InvalidRequest, 400),
-    (UnknownVoice, 404),
-    (UnknownScene, 404),
-    (UnknownModel, 404),
-    (VoiceExists, 409),
-    (Unauthorized, 401),
-    (PoolBusy, 503),
-    (NotReady, 503),
-    (Cancelled, 499),  # logged only: the client that could read it is gone
-    (GenerationFailed, 500),  # its message is safe to show: the model produced unusable scores
-]
-
-_STATUS_NAMES = {400: "Bad Request", 401: "Unauthorized", 404: "Not Found", 409: "Conflict", 413: "Payload Too Large",
-                 499: "Client Closed Request", 500: "Internal Server Error", 503: "Service Unavailable"}
-
-
 def status_for(error: Exception) -> int:
-    for kind, status in STATUS_BY_ERROR:
-        if isinstance(error, kind):
-            return status
-    return 500
+    return error.http_status if isinstance(error, HiggsError) else 500
+
+
+def _status_name(status: int) -> str:
+    if status == 499:
+        return "Client Closed Request"  # nginx's code: not in the IANA registry
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
 
 
 def public_message(error: Exception) -> str:
@@ -79,7 +63,7 @@ def public_message(error: Exception) -> str:
 
 
 def error_body(status: int, message: str, field: str | None = None, errors: dict | None = None) -> dict:
-    body = {"success": False, "code": status, "status": _STATUS_NAMES.get(status, "Error"), "message": message}
+    body = {"success": False, "code": status, "status": _status_name(status), "message": message}
     if field:
         body["field"] = field
         body["errors"] = errors or {field: [message]}
@@ -91,11 +75,12 @@ def error_body(status: int, message: str, field: str | None = None, errors: dict
     return body
 
 
-# OpenAI's error body on the OpenAI-compatible paths, so its SDKs raise their usual exceptions with our message.
-_OPENAI_TYPES = {401: "authentication_error", 404: "not_found_error", 499: "cancelled", 503: "server_error",
-                 500: "server_error"}
-_OPENAI_CODES = {400: "invalid_value", 401: "invalid_api_key", 404: "not_found", 409: "conflict",
-                 413: "payload_too_large", 503: "service_unavailable", 500: "internal_error"}
+# OpenAI's error body on the OpenAI-compatible blueprint, so its SDKs raise their usual exceptions with our message.
+_OPENAI_TYPES = {401: "authentication_error", 403: "permission_error", 404: "not_found_error", 499: "cancelled",
+                 503: "server_error", 500: "server_error", 507: "server_error"}
+_OPENAI_CODES = {400: "invalid_value", 401: "invalid_api_key", 403: "forbidden", 404: "not_found", 409: "conflict",
+                 413: "payload_too_large", 503: "service_unavailable", 500: "internal_error",
+                 507: "insufficient_storage"}
 
 
 def openai_body(status: int, body: dict) -> dict:
@@ -103,8 +88,15 @@ def openai_body(status: int, body: dict) -> dict:
                       "param": body.get("field"), "code": _OPENAI_CODES.get(status)}}
 
 
+def _shape() -> str | None:
+    """The error shape of the blueprint the request went to (None: ours)."""
+    if not has_request_context() or request.blueprint is None:
+        return None
+    return getattr(current_app.blueprints.get(request.blueprint), "error_shape", None)
+
+
 def _respond(status: int, body: dict, headers: dict | None = None):
-    if has_request_context() and request.path.startswith("/v1/"):
+    if _shape() == "openai":
         body = openai_body(status, body)
     response = jsonify(body)
     response.status_code = status
@@ -116,11 +108,14 @@ def _respond(status: int, body: dict, headers: dict | None = None):
 def handle_higgs_error(error: HiggsError):
     status = status_for(error)
     headers = {}
-    if isinstance(error, (PoolBusy, NotReady)):
+    if error.retry_after is not None:
         headers["Retry-After"] = str(error.retry_after)
-    if isinstance(error, Unauthorized):
+    if status == 401:
         headers["WWW-Authenticate"] = 'Bearer realm="higgs-audio"'
-    log.info("%s %d: %s", type(error).__name__, status, error.message)
+    if isinstance(error, StorageError):  # the operator's problem, with the path they need; the client gets less
+        log.warning("%s %d: %s (%s)", type(error).__name__, status, error.message, error.path)
+    else:
+        log.info("%s %d: %s", type(error).__name__, status, error.message)
     return _respond(status, error_body(status, error.message, getattr(error, "field", None)), headers)
 
 

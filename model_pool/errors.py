@@ -1,10 +1,18 @@
-"""Failures a caller can cause or meet, as plain exceptions. The HTTP layer maps each to one status code."""
+"""Failures a caller can cause or meet, as plain exceptions.
+
+Each type carries the HTTP status it maps to (`http_status`) and, where waiting helps, a `retry_after` in seconds,
+as class attributes found along the class hierarchy: a subclass answers like its parent unless it says otherwise.
+They are plain numbers (model_pool knows no HTTP framework); app/errors.py turns them into responses in one place.
+"""
 
 from __future__ import annotations
 
 
 class HiggsError(Exception):
     """Base class. `message` is safe to show to a client."""
+
+    http_status = 500
+    retry_after: int | None = None
 
     def __init__(self, message: str):
         super().__init__(message)
@@ -13,6 +21,8 @@ class HiggsError(Exception):
 
 class InvalidRequest(HiggsError):
     """The request is malformed; `field` names the offending input."""
+
+    http_status = 400
 
     def __init__(self, field: str, message: str):
         super().__init__(message)
@@ -24,13 +34,17 @@ class InvalidAudio(InvalidRequest):
 
 
 class UnknownVoice(HiggsError):
-    def __init__(self, name: str, field: str = "ref_audio"):
-        super().__init__(f"unknown voice '{name}'")
+    http_status = 404
+
+    def __init__(self, name: str, field: str = "ref_audio", message: str | None = None):
+        super().__init__(message or f"unknown voice '{name}'")
         self.name = name
         self.field = field
 
 
 class UnknownScene(HiggsError):
+    http_status = 404
+
     def __init__(self, name: str, field: str = "scene_prompt"):
         super().__init__(f"unknown scene '{name}'")
         self.name = name
@@ -38,19 +52,23 @@ class UnknownScene(HiggsError):
 
 
 class PoolBusy(HiggsError):
-    """No model instance became free within the wait limit."""
+    """No place in the pool now, or no model instance became free within the wait limit."""
 
-    def __init__(self, message: str, retry_after: int = 5):
-        super().__init__(message)
-        self.retry_after = retry_after
+    http_status = 503
+    retry_after = 5
 
 
 class NotReady(HiggsError):
-    """The models are still loading, or failed to load."""
+    """The models are still loading."""
 
-    def __init__(self, message: str, retry_after: int = 10):
-        super().__init__(message)
-        self.retry_after = retry_after
+    http_status = 503
+    retry_after = 10
+
+
+class LoadFailed(NotReady):
+    """The models failed to load: no retry will help until an operator fixes the cause (no Retry-After)."""
+
+    retry_after = None
 
 
 class ModelLoadError(HiggsError):
@@ -58,7 +76,10 @@ class ModelLoadError(HiggsError):
 
 
 class Cancelled(HiggsError):
-    """The caller asked the generation to stop (for instance, the client went away)."""
+    """The caller asked the generation to stop (for instance, the client went away). Logged only: the client that
+    could read the answer is gone."""
+
+    http_status = 499
 
 
 class ContextTooLong(InvalidRequest):
@@ -74,4 +95,29 @@ class ContextTooLong(InvalidRequest):
 
 
 class GenerationFailed(HiggsError):
-    """The model produced something unusable for one request (non-finite scores). Not the client's fault."""
+    """The model produced something unusable for one request (non-finite scores). Not the client's fault; the
+    message is safe to show."""
+
+
+class StorageError(HiggsError):
+    """The voice library cannot be written; reads and generation go on. `path` is for the log, not the client."""
+
+    def __init__(self, message: str, path: str):
+        super().__init__(message)
+        self.path = path
+
+
+class StorageFull(StorageError):
+    http_status = 507
+
+
+class StorageReadOnly(StorageError):
+    """The library's filesystem is mounted read-only."""
+
+    http_status = 503
+
+
+class StorageForbidden(StorageError):
+    """The server's user may not write the library's directory."""
+
+    http_status = 403

@@ -7,7 +7,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from .errors import NotReady
+from .errors import LoadFailed, NotReady
 from .pool import ModelPool
 
 log = logging.getLogger(__name__)
@@ -57,12 +57,13 @@ class PoolLoader:
         log.info("models ready: %d instance(s) in %.1fs", pool.size, time.monotonic() - started)
 
     def pool(self) -> ModelPool:
-        """The loaded pool, or NotReady (503 + Retry-After) while loading or after a failed load."""
+        """The loaded pool; NotReady (503 + Retry-After) while loading, LoadFailed (503, no retry will help) after a
+        failed load."""
         if self._pool is not None:
             return self._pool
         if self.state == "failed":
-            raise NotReady(f"model failed to load: {self.error}", retry_after=60)
-        raise NotReady("model is still loading; retry shortly", retry_after=10)
+            raise LoadFailed(f"model failed to load: {self.error}")
+        raise NotReady("model is still loading; retry shortly")
 
     def status(self) -> dict:
         """What health checks and /info show: the state, the load error, and the pool's numbers once loaded."""

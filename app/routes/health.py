@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from model_pool.errors import NotReady
+
 from ..runtime import runtime
 from . import Blueprint
 
@@ -17,8 +19,10 @@ def healthz():
 @blp.route("/readyz", methods=["GET"])
 def readyz():
     """200 once the models are loaded and the pool has instances; 503 with the reason otherwise."""
-    status = runtime().service.status()
-    if status["pool"] is not None:
-        return {"status": "ready", "pool": status["pool"]}
-    reason = status["load_error"] or f"model {status['state']}"
-    return {"status": status["state"], "reason": reason}, 503, {"Retry-After": "60" if status["load_error"] else "10"}
+    service = runtime().service
+    try:
+        service.pool()
+    except NotReady as exc:  # loading (Retry-After) or failed (none: no retry will help)
+        headers = {"Retry-After": str(exc.retry_after)} if exc.retry_after is not None else {}
+        return {"status": service.status()["state"], "reason": exc.message}, 503, headers
+    return {"status": "ready", "pool": service.status()["pool"]}

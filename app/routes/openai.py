@@ -15,6 +15,7 @@ from ..serving.speech import speech as serve_speech
 from . import Blueprint
 
 blp = Blueprint("openai", __name__, url_prefix="/v1", description="OpenAI-compatible speech API")
+blp.error_shape = "openai"  # app/errors.py answers this blueprint's errors in OpenAI's shape
 _CREATED = int(time.time())
 
 

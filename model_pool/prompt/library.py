@@ -8,7 +8,9 @@ files as the operator configured the directory (its path as written, plus the fi
 
 from __future__ import annotations
 
+import errno
 import fcntl
+import io
 import json
 import logging
 import os
@@ -22,7 +24,15 @@ import numpy as np
 import soundfile as sf
 import yaml
 
-from ..errors import HiggsError, InvalidRequest, UnknownScene, UnknownVoice
+from ..errors import (
+    HiggsError,
+    InvalidRequest,
+    StorageForbidden,
+    StorageFull,
+    StorageReadOnly,
+    UnknownScene,
+    UnknownVoice,
+)
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +79,8 @@ class Voice:
 
 
 class VoiceExists(HiggsError):
+    http_status = 409
+
     def __init__(self, name: str):
         super().__init__(f"voice '{name}' already exists (pass overwrite=true to replace it)")
         self.name = name
@@ -104,6 +116,23 @@ class _Directory:
 
 class VoiceLibrary(_Directory):
     @contextmanager
+    def _writable(self):
+        """A write the filesystem refuses becomes the error an operator can act on (the files are safe either way:
+        staged files are removed, an overwritten voice keeps its old files)."""
+        try:
+            yield
+        except OSError as exc:
+            where = str(exc.filename or self.directory)
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise StorageFull("the voice library's disk is full: the voice was not stored", where) from exc
+            if exc.errno == errno.EROFS:
+                raise StorageReadOnly("the voice library is read-only on this server: voices can be used but not "
+                                      "added or deleted", where) from exc
+            if exc.errno in (errno.EACCES, errno.EPERM):
+                raise StorageForbidden("the server may not write to the voice library's directory", where) from exc
+            raise
+
+    @contextmanager
     def _locked(self):
         """One writer at a time in the directory, across threads, workers and hosts sharing it: a lock on the
         directory itself, so no lock files are left behind."""
@@ -122,12 +151,14 @@ class VoiceLibrary(_Directory):
         recording someone sent, so an earlier NAME.json (synthetic) goes."""
         check_name(name, "name")
         text_path, audio_path = self.directory / f"{name}.txt", self.directory / f"{name}.wav"
-        with self._locked():
+        with self._writable(), self._locked():
             if not overwrite and any((self.directory / f"{name}{s}").exists() for s in AUDIO_SUFFIXES):
                 raise VoiceExists(name)
             with _staged(text_path) as text_tmp, _staged(audio_path) as audio_tmp:
                 Path(text_tmp).write_text(transcript.strip() + "\n", encoding="utf-8")
-                sf.write(audio_tmp, samples, sample_rate, subtype="PCM_16", format="WAV")
+                encoded = io.BytesIO()  # encoded in memory: a full disk then fails as OSError (ENOSPC) below
+                sf.write(encoded, samples, sample_rate, subtype="PCM_16", format="WAV")
+                Path(audio_tmp).write_bytes(encoded.getvalue())
                 _fsync(text_tmp)
                 _fsync(audio_tmp)
                 os.replace(text_tmp, text_path)
@@ -138,7 +169,7 @@ class VoiceLibrary(_Directory):
 
     def delete(self, name: str) -> None:
         voice = self.get(name, field="name")
-        with self._locked():
+        with self._writable(), self._locked():
             voice.audio_path.unlink(missing_ok=True)  # audio first: the voice disappears from listings at once
             for suffix in (".txt", META_SUFFIX):
                 (self.directory / f"{name}{suffix}").unlink(missing_ok=True)

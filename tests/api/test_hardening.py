@@ -40,7 +40,8 @@ def test_healthz_and_readyz(tmp_path, app):
     failed = make_app(tmp_path, model_path=str(tmp_path / "missing"), audio_tokenizer_path=str(tmp_path / "x"),
                       device="cpu").test_client()
     r = failed.get("/readyz")
-    assert r.status_code == 503 and "missing" in r.json["reason"] and r.headers["Retry-After"]
+    # Failed for good: no Retry-After, since no retry will help until an operator fixes the cause.
+    assert r.status_code == 503 and "missing" in r.json["reason"] and "Retry-After" not in r.headers
     assert failed.get("/healthz").status_code == 200
 
 
