@@ -6,10 +6,13 @@ writes OUT_DIR/model (model, text tokenizer, chat template, generation config) a
 (HiggsAudioV2TokenizerModel + DacFeatureExtractor). Same codec geometry as the real one: 8 codebooks,
 25 frames/s, 24 kHz. Random weights speak noise, but every code path runs for real.
 
-Two traps are defused here (see HIGGS_V2_NOTES.md): a fresh codec's codebooks are all zeros, so every code
-would decode to the same sound; and a random LM stops at a random step. We fill the codebooks with large random
-vectors and zero the decode-path biases so the audio depends on the codes, and zero the audio head's rows for
-the stream begin/end codes so greedy or top-k sampling runs to max_new_tokens (predictable lengths for tests).
+Three traps are defused here (see HIGGS_V2_NOTES.md). A fresh codec's codebooks are all zeros, so every code
+would decode to the same sound, and codebooks large enough to be heard drown the encoder's output, so every clip
+would encode to the same codes: each quantizer gets codebooks on the scale of what it quantizes (a residual
+quantizer: orthonormal projections, codebooks shrinking stage by stage), the decoder a gain instead, and the
+decode-path biases are zeroed, so the codes depend on the clip and the audio on the codes. A random LM stops at a
+random step: the audio head's rows for the stream begin/end codes are zeroed, so greedy or top-k sampling runs to
+max_new_tokens (predictable lengths for tests).
 """
 
 from __future__ import annotations
@@ -120,6 +123,25 @@ def _build_model(tokenizer, size: str, seed: int):
     return model
 
 
+# The encoder's output (its fc layer's) is about 1 per dimension; each residual stage takes off part of what is left.
+_FIRST_CODEBOOK_STD, _CODEBOOK_SHRINK = 1.0, 0.7
+_DECODE_GAIN = 1000.0  # decoded audio then peaks at about 0.2
+
+
+def _residual_stage(quantizer, stage: int, gen) -> None:
+    """A working residual quantizer stage: project_out undoes project_in (orthonormal), so each stage quantizes
+    what the stages before it left, with random codebook vectors spread like that remainder. A chirp then uses
+    dozens of codes per codebook in two seconds, and two different clips encode differently."""
+    import torch
+
+    hidden, dim = quantizer.project_in.in_features, quantizer.project_in.out_features
+    basis = torch.linalg.qr(torch.randn(hidden, dim, generator=gen))[0]  # [hidden, dim], orthonormal columns
+    quantizer.project_in.weight.copy_(basis.T)
+    quantizer.project_out.weight.copy_(basis)
+    embed = quantizer.codebook.embed
+    embed.copy_(torch.randn(embed.shape, generator=gen) * _FIRST_CODEBOOK_STD * _CODEBOOK_SHRINK**stage)
+
+
 def _build_audio_tokenizer(seed: int):
     import torch
     from transformers import DacFeatureExtractor, HiggsAudioV2TokenizerConfig, HiggsAudioV2TokenizerModel
@@ -148,13 +170,13 @@ def _build_audio_tokenizer(seed: int):
     codec = HiggsAudioV2TokenizerModel(config).eval()
     gen = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
-        for name, buf in codec.named_buffers():
-            if name.endswith("codebook.embed"):
-                buf.copy_(torch.randn(buf.shape, generator=gen) * 1000.0)
         for part in ("acoustic_decoder", "fc", "fc1", "fc2", "quantizer"):
             for pname, param in getattr(codec, part).named_parameters():
                 if pname.endswith("bias"):
                     param.zero_()
+        for stage, quantizer in enumerate(codec.quantizer.quantizers):
+            _residual_stage(quantizer, stage, gen)
+        codec.fc2.weight.mul_(_DECODE_GAIN)
     extractor = DacFeatureExtractor(
         feature_size=1,
         hop_length=1,

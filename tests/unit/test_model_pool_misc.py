@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from helpers import write_voice
+from model_pool.audio import decode_clip
 from model_pool.engine.loader import load, resolve_devices
 from model_pool.errors import Cancelled, InvalidRequest, ModelLoadError
 from model_pool.pool import ModelPool
@@ -29,10 +30,11 @@ def test_voice_cache_hits_and_invalidates_on_change(engine, tmp_path):
     first = cache.get(str(path), encode)
     second = cache.get(str(path), encode)
     assert torch.equal(first, second) and len(calls) == 1 and (cache.hits, cache.misses) == (1, 1)
-    write_voice(tmp_path, "v", seconds=2.0, seed=2)
+    write_voice(tmp_path, "v", seconds=1.0, seed=2)  # another voice of the same length
     os.utime(path, ns=(1, 10**18))
     third = cache.get(str(path), encode)
-    assert len(calls) == 2 and third.shape[0] == 50
+    assert len(calls) == 2 and third.shape == first.shape and not torch.equal(third, first)
+    assert torch.equal(third, engine.codec.encode(decode_clip(str(path), "ref_audio", 30.0)))
 
 
 def test_missing_model_path_names_path_and_suggests_local(tmp_path):
