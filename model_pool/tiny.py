@@ -35,6 +35,7 @@ SPECIAL_TOKENS = [
     "<|reserved_special_token_6|>",
     "<|scene_desc_start|>",
     "<|scene_desc_end|>",
+    "<|audio_bos|>",  # upstream opens audio outside assistant turns with it (prompt_encoder.AUDIO_IN_BOS)
 ]
 
 # (hidden, layers, heads, kv heads, intermediate)

@@ -6,6 +6,11 @@ in the rendered text is the template's own. The text is then cut only at those t
 tokens split, so a client's "<|eot_id|>" or "<|AUDIO_OUT|>" is spoken as characters, never obeyed. For text
 without such strings the ids equal the tokenizer's on the whole prompt (tested). Audio placeholders are expanded to
 one token per audio frame, as the processor does (the last codebooks-1 as delay tokens).
+
+Two things follow Boson's own code (boson_multimodal/dataset/chatml_dataset.py, what the model was trained on)
+where the hub template differs: audio outside assistant turns (the scene block's clips) opens with AUDIO_IN_BOS,
+and client strings are tokenized as given, so the blank line that ends a word chunk's paragraph reaches the model
+(the template's `trim` cannot reach inside a sentinel). docs/fidelity.md lists every difference.
 """
 
 from __future__ import annotations
@@ -18,6 +23,10 @@ import torch
 from ..prompt.planner import Audio, AudioSource, Turn, User
 
 _SENTINEL = re.compile("\ue000(\\d+)\ue001")
+# Upstream renders system and user audio as <|audio_bos|><|AUDIO|><|audio_eos|>, assistant audio as
+# <|audio_out_bos|><|AUDIO_OUT|><|audio_eos|>; the hub template uses the second for both. The placeholder stays the
+# model's audio token: the codes' embeddings replace it either way, so only the opening marker differs.
+AUDIO_IN_BOS = "<|audio_bos|>"
 
 
 @dataclass
@@ -34,7 +43,9 @@ class PromptEncoder:
     def __init__(self, processor, codes_for):
         self.tokenizer = processor.tokenizer
         self.template = processor.chat_template
-        self.audio_markup = processor.audio_bos_token + processor.audio_token + processor.audio_eos_token
+        if AUDIO_IN_BOS not in self.tokenizer.added_tokens_encoder:
+            raise RuntimeError(f"the text tokenizer has no {AUDIO_IN_BOS} token: not a Higgs Audio v2 tokenizer")
+        self.audio_in_markup = AUDIO_IN_BOS + processor.audio_token + processor.audio_eos_token
         self.audio_token = processor.audio_token
         self.audio_ids = (processor.audio_token_id, processor.audio_delay_token_id)
         self.delay = processor.audio_tokenizer.config.num_quantizers - 1
@@ -53,9 +64,9 @@ class PromptEncoder:
             for part in parts:
                 if isinstance(part, User):
                     out.append(f"\ue000{len(strings)}\ue001")
-                    strings.append(part.text.strip())
+                    strings.append(part.text)
                 elif isinstance(part, Audio):
-                    out.append(self.audio_markup)
+                    out.append(self.audio_in_markup)
                     sources.append(part.source)
                 else:
                     out.append(part)

@@ -4,9 +4,12 @@ client strings kept as data whatever they contain.
 
 The expected strings are written out from upstream's code, not rendered by our template: upstream builds the
 system message as "Generate audio following instruction.\\n\\n<|scene_desc_start|>\\n...\\n<|scene_desc_end|>",
-the reference turns as user transcript + assistant audio, and its audio markup in the hub format is
-<|audio_out_bos|><|AUDIO_OUT|><|audio_eos|>."""
+the reference turns as user transcript + assistant audio; its audio markup in the hub's tokens is
+<|audio_out_bos|><|AUDIO_OUT|><|audio_eos|> in assistant turns and <|audio_bos|><|AUDIO_OUT|><|audio_eos|> in the
+system message's scene block (upstream's <|audio_bos|><|AUDIO|><|audio_eos|>). The token ids are checked against
+upstream's tokenization too: every message's header, each text content and its <|eot_id|> encoded apart."""
 
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -22,6 +25,7 @@ from model_pool.request import GenerationRequest, ReferenceClip
 HUB_TEMPLATE = (Path(__file__).parent.parent / "fixtures" / "hub_chat_template.jinja").read_text()
 SINGLE = "Generate audio following instruction."
 AUDIO = "<|audio_out_bos|><|AUDIO_OUT|><|audio_eos|>"
+SCENE_AUDIO = "<|audio_bos|><|AUDIO_OUT|><|audio_eos|>"
 GEN = "<|start_header_id|>assistant<|end_header_id|>\n\n<|audio_out_bos|>"
 ASSISTANT = f"<|start_header_id|>assistant<|end_header_id|>\n\n{AUDIO}<|eot_id|>"
 ROOM = "Audio is recorded from a quiet room."
@@ -73,10 +77,10 @@ GOLDEN = {
         system(SINGLE) + user("clip words，as spoken") + ASSISTANT + user("Say this.") + GEN),
     "upload without transcript, no scene: SPEAKER0 on one line, no tag added to the text": (
         dict(text="Say this.", scene_prompt="", ref_clip=ReferenceClip(CLIP, None)),
-        system(SINGLE, f"SPEAKER0: {AUDIO}") + user("Say this.") + GEN),
+        system(SINGLE, f"SPEAKER0: {SCENE_AUDIO}") + user("Say this.") + GEN),
     "upload without transcript, with scene": (
         dict(text="Say this.", ref_clip=ReferenceClip(CLIP, None)),
-        system(SINGLE, f"{ROOM}\n\nSPEAKER0: {AUDIO}") + user("Say this.") + GEN),
+        system(SINGLE, f"{ROOM}\n\nSPEAKER0: {SCENE_AUDIO}") + user("Say this.") + GEN),
     "dialogue, the tags present and sorted": (
         dict(text="[SPEAKER2] Hi.\n[SPEAKER1] Hello."),
         system(MULTI_SPEAKER_SYSTEM, f"{ROOM}\n\nSPEAKER1: feminine\nSPEAKER2: masculine")
@@ -97,11 +101,11 @@ GOLDEN = {
         system(SINGLE, "SPEAKER0: A calm, low male voice.") + user("Say this.") + GEN),
     "profile mixed with voices: every voice's audio in the scene": (
         dict(text="[SPEAKER0] Hi.\n[SPEAKER1] Hello.\n[SPEAKER2] Hey.", ref_audio="belinda,en_man,profile:narrator"),
-        system(SINGLE, f"{ROOM}\n\nSPEAKER0: {AUDIO}\nSPEAKER1: {AUDIO}\nSPEAKER2: A calm, low male voice.")
+        system(SINGLE, f"{ROOM}\n\nSPEAKER0: {SCENE_AUDIO}\nSPEAKER1: {SCENE_AUDIO}\nSPEAKER2: A calm, low male voice.")
         + user("[SPEAKER0] Hi.\n[SPEAKER1] Hello.\n[SPEAKER2] Hey.") + GEN),
     "a voice without transcript goes into the scene": (
         dict(text="Say this.", scene_prompt="", ref_audio="mute"),
-        system(SINGLE, f"SPEAKER0: {AUDIO}") + user("Say this.") + GEN),
+        system(SINGLE, f"SPEAKER0: {SCENE_AUDIO}") + user("Say this.") + GEN),
     "text preparation: full-width comma becomes comma and space": (
         dict(text="你好，世界（测试）", scene_prompt=""), system(SINGLE) + user("你好, 世界 测试.") + GEN),
 }
@@ -135,8 +139,89 @@ def test_long_form_feeds_back_earlier_chunks_within_buffer(render):
     assert plan.chunks == ["One two.", "Three four.", "Five six.\n\n"]
     codes = [torch.zeros((3, 8), dtype=torch.long)] * 2
     text, _ = render(chunk=2, generated=codes, **kw)
-    # Only the last generated chunk stays in the context (buffer size 1); the template trims the blank line.
-    assert text == system(SINGLE) + user("Three four.") + ASSISTANT + user("Five six.") + GEN
+    # Only the last generated chunk stays in the context (buffer size 1); the paragraph's blank line stays, as
+    # upstream tokenizes the chunk (the hub template would trim it).
+    assert text == system(SINGLE) + user("Three four.") + ASSISTANT + user("Five six.\n\n") + GEN
+
+
+LONG_FORM = dict(text="One two. Three four. Five six.", scene_prompt="", chunk_method="word", chunk_max_word_num=2,
+                 generation_chunk_buffer_size=1)
+TOKENIZED = {**{mode: (kw, 0, expected) for mode, (kw, expected) in GOLDEN.items()},
+             "word chunk 2, its blank line kept": (LONG_FORM, 2, system(SINGLE) + user("Three four.") + ASSISTANT
+                                                    + user("Five six.\n\n") + GEN)}
+
+
+def upstream_ids(tok, prompt: str) -> list[int]:
+    """The ids upstream feeds for a prompt (boson_multimodal's prepare_chatml_sample, and serve_engine's generation
+    prompt ending in <|audio_out_bos|>): each message's header, each text content and its <|eot_id|> encoded apart;
+    an audio content as its three markup tokens (placeholder unexpanded)."""
+    encode = lambda text: tok.encode(text, add_special_tokens=False)  # noqa: E731
+    ids = []
+    messages = prompt.split("<|start_header_id|>")
+    for i, message in enumerate(messages[1:]):
+        header, body = message.split("<|end_header_id|>\n\n", 1)
+        if i == len(messages) - 2:  # the generation prompt
+            return ids + encode(f"<|start_header_id|>{header}<|end_header_id|>\n\n{body}")
+        ids += encode(f"{messages[0] if i == 0 else ''}<|start_header_id|>{header}<|end_header_id|>\n\n")
+        for piece in re.split(f"({re.escape(AUDIO)}|{re.escape(SCENE_AUDIO)})", body.removesuffix("<|eot_id|>")):
+            ids += encode(piece) if piece else []
+        ids += encode("<|eot_id|>")
+    raise AssertionError("no generation prompt")
+
+
+@pytest.mark.parametrize("mode", list(TOKENIZED))
+def test_prompt_ids_are_upstreams(engine, planner, mode):
+    """Token for token what upstream feeds, the audio placeholders aside (each expanded run counted as one)."""
+    kw, chunk, expected = TOKENIZED[mode]
+    plan = planner.plan(GenerationRequest(**kw))
+    generated = [torch.zeros((3, 8), dtype=torch.long)] * chunk
+    ids = engine.encode_prompt(plan.conversation(chunk, generated)).input_ids.tolist()
+    tok = engine.prompts.tokenizer
+    audio = set(engine.prompts.audio_ids)
+    collapsed = [t for i, t in enumerate(ids) if t not in audio or i == 0 or ids[i - 1] not in audio]
+    collapsed = [engine.prompts.audio_ids[0] if t in audio else t for t in collapsed]
+    assert tok.decode(collapsed) == tok.decode(upstream_ids(tok, expected))
+    assert collapsed == upstream_ids(tok, expected)
+
+
+def _clip_runs(engine, ids: list[int]) -> list[tuple[int, int]]:
+    """(start, end) of each expanded audio placeholder run in the ids."""
+    audio, runs = set(engine.prompts.audio_ids), []
+    for i, t in enumerate(ids):
+        if t in audio and (i == 0 or ids[i - 1] not in audio):
+            runs.append([i, i])
+        if t in audio:
+            runs[-1][1] = i + 1
+    return [tuple(r) for r in runs]
+
+
+@pytest.mark.parametrize("kw", [dict(ref_audio="belinda,en_man,profile:narrator",
+                                     text="[SPEAKER0] Hi.\n[SPEAKER1] Hello.\n[SPEAKER2] Hey."),
+                                dict(ref_audio="mute"), dict(ref_clip=ReferenceClip(CLIP, None))])
+def test_scene_block_clips_open_with_upstreams_marker_and_hold_their_own_codes(engine, planner, voice_dir, kw):
+    plan = planner.plan(GenerationRequest(**{"text": "Say this.", **kw}))
+    prompt = engine.encode_prompt(plan.conversation(0, []))
+    ids, tok = prompt.input_ids.tolist(), engine.prompts.tokenizer
+    runs = _clip_runs(engine, ids)
+    assert len(runs) == len(plan.sources()) >= 1
+    row = 0
+    for (start, end), source in zip(runs, plan.sources()):
+        assert tok.convert_ids_to_tokens([ids[start - 1], ids[end]]) == ["<|audio_bos|>", "<|audio_eos|>"]
+        clip = prompt.audio_ids[row:row + end - start]
+        row += end - start
+        codes = engine.codes_for(source)
+        assert torch.equal(torch.stack([clip[1 + k: 1 + k + codes.shape[0], k] for k in range(8)], dim=1), codes)
+    assert "<|audio_out_bos|>" not in tok.convert_ids_to_tokens(ids[:-1])  # only the generation prompt's
+
+
+def test_a_cloned_voice_puts_its_own_codes_in_the_prompt(engine, planner):
+    """belinda and en_man are clips of the same length: the prompt holds belinda's codes, not en_man's."""
+    belinda, en_man = (engine.codes_for(planner.plan(GenerationRequest(text="Hi", ref_audio=v)).sources()[0])
+                       for v in ("belinda", "en_man"))
+    assert belinda.shape == en_man.shape and not torch.equal(belinda, en_man)
+    prompt = engine.encode_prompt(planner.plan(GenerationRequest(text="Hi", ref_audio="belinda")).conversation(0, []))
+    held = torch.stack([prompt.audio_ids[1 + k: 1 + k + belinda.shape[0], k] for k in range(8)], dim=1)
+    assert torch.equal(held, belinda)
 
 
 def test_encoded_prompt_expands_audio_with_delay_pattern(engine, planner):
