@@ -61,6 +61,14 @@ def post_fork(server, worker):
         server.log.info("worker %s owns %s", worker.pid, device)
 
 
+def worker_int(worker):
+    """Quick shutdown (SIGINT / SIGQUIT): stop every generation now, each client told, so no slot outlives the worker.
+    A graceful stop (SIGTERM) lets streams finish within graceful_timeout instead."""
+    runtime = getattr(getattr(worker, "wsgi", None), "extensions", {}).get("higgs")
+    if runtime is not None:
+        runtime.service.shutdown()
+
+
 def child_exit(server, worker):
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         from prometheus_client import multiprocess

@@ -23,6 +23,8 @@ def create_app(config: dict | None = None, runtime: Runtime | None = None) -> Fl
     """config: setting overrides (see Settings); runtime: a prepared Runtime (tests inject a loaded pool)."""
     settings = runtime.settings if runtime else Settings.from_env(overrides=config)
     logging_setup.configure(settings.log_file, settings.log_level)
+    if runtime is None:
+        _warn_unknown_variables()
 
     app = Flask(__name__)
     app.config.update(
@@ -55,6 +57,13 @@ def create_app(config: dict | None = None, runtime: Runtime | None = None) -> Fl
     auth.install(app, settings.api_key)
     rt.start()
     return app
+
+
+def _warn_unknown_variables() -> None:
+    """A HIGGS_* variable no setting reads is most likely a typo that leaves a default in force: say so."""
+    for name, closest in Settings.unknown_variables():
+        hint = f"; did you mean {closest}?" if closest else ""
+        log.warning("%s is not a setting this server knows: it has no effect%s", name, hint)
 
 
 def _install_request_log(app: Flask, settings: Settings) -> None:

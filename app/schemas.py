@@ -6,7 +6,7 @@ import marshmallow as ma
 from flask_smorest.fields import Upload
 from marshmallow import fields, validate
 
-from model_pool.defaults import DEFAULT_SCENE, MAX_RAS_WINDOW, MAX_TEMPERATURE
+from model_pool.defaults import MAX_RAS_WINDOW, MAX_TEMPERATURE
 from model_pool.request import CHUNK_METHODS, GenerationRequest, ReferenceClip, SamplingParams
 
 from .serving.encoder import FORMAT_NAMES
@@ -41,6 +41,11 @@ def _not_blank(value: str) -> None:
         raise ma.ValidationError("must not be empty or only whitespace")
 
 
+# The request defaults are model_pool's (one definition): the schemas only say them on the wire.
+_SAMPLING = SamplingParams()
+_REQUEST = GenerationRequest(text="")
+
+
 class GenerateSchema(ma.Schema):
     """The generation and chunking fields of the spec, shared by /generate, /generate-stream and the form
     fields of /generate-upload."""
@@ -50,25 +55,25 @@ class GenerateSchema(ma.Schema):
                                          "max_text_chars, 20000 unless configured)"})
     ref_audio = Text(load_default=None, allow_none=True, validate=validate.Length(max=600),
                               metadata={"description": "voice name, comma-separated names per speaker, or profile:NAME"})
-    scene_prompt = Text(load_default=DEFAULT_SCENE, allow_none=True, validate=validate.Length(max=2000),
+    scene_prompt = Text(load_default=_REQUEST.scene_prompt, allow_none=True, validate=validate.Length(max=2000),
                                  metadata={"description": "scene name, free-text scene description, or empty"})
-    temperature = fields.Float(load_default=0.7, validate=validate.Range(0.0, MAX_TEMPERATURE),
+    temperature = fields.Float(load_default=_SAMPLING.temperature, validate=validate.Range(0.0, MAX_TEMPERATURE),
                                metadata={"description": "sampling temperature; 0 (and anything below 1e-5) is "
                                                         "greedy"})
-    top_k = WholeNumber(load_default=50, validate=validate.Range(0, 1026),
+    top_k = WholeNumber(load_default=_SAMPLING.top_k, validate=validate.Range(min=0),
                            metadata={"description": "top-k sampling; 0 turns it off"})
-    top_p = fields.Float(load_default=0.95, validate=validate.Range(0.0, 1.0, min_inclusive=False))
+    top_p = fields.Float(load_default=_SAMPLING.top_p, validate=validate.Range(0.0, 1.0, min_inclusive=False))
     max_new_tokens = WholeNumber(load_default=None, allow_none=True, validate=validate.Range(min=1),
                                     metadata={"description": "default and upper bound: the server's --max-new-tokens "
                                                              "(2048 unless configured)"})
     seed = WholeNumber(load_default=None, allow_none=True, validate=validate.Range(0, 2**63 - 1))
-    ras_win_len = WholeNumber(load_default=7, allow_none=True, validate=validate.Range(0, MAX_RAS_WINDOW),
+    ras_win_len = WholeNumber(load_default=_SAMPLING.ras_win_len, allow_none=True, validate=validate.Range(0, MAX_RAS_WINDOW),
                                  metadata={"description": "RAS window length; 0 or null turns RAS off"})
-    ras_win_max_num_repeat = WholeNumber(load_default=2, validate=validate.Range(1, 1000))
-    chunk_method = fields.String(load_default=None, allow_none=True, validate=validate.OneOf(CHUNK_METHODS))
-    chunk_max_word_num = WholeNumber(load_default=200, validate=validate.Range(1, 10000))
-    chunk_max_num_turns = WholeNumber(load_default=1, validate=validate.Range(1, 1000))
-    generation_chunk_buffer_size = WholeNumber(load_default=None, allow_none=True, validate=validate.Range(0, 1000))
+    ras_win_max_num_repeat = WholeNumber(load_default=_SAMPLING.ras_win_max_num_repeat, validate=validate.Range(1, 1000))
+    chunk_method = fields.String(load_default=_REQUEST.chunk_method, allow_none=True, validate=validate.OneOf(CHUNK_METHODS))
+    chunk_max_word_num = WholeNumber(load_default=_REQUEST.chunk_max_word_num, validate=validate.Range(1, 10000))
+    chunk_max_num_turns = WholeNumber(load_default=_REQUEST.chunk_max_num_turns, validate=validate.Range(1, 1000))
+    generation_chunk_buffer_size = WholeNumber(load_default=_REQUEST.generation_chunk_buffer_size, allow_none=True, validate=validate.Range(0, 1000))
 
 
 class GenerateFileSchema(GenerateSchema):

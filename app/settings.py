@@ -6,6 +6,7 @@ mapping to create_app.
 
 from __future__ import annotations
 
+import difflib
 import os
 from dataclasses import dataclass, fields
 
@@ -18,11 +19,14 @@ from model_pool.defaults import (
     DEFAULT_MAX_TEXT_CHARS,
     DEFAULT_MODEL,
     DEFAULT_PREFILL_CHUNK,
+    DEFAULT_QUEUE_TIMEOUT,
     MAX_REFERENCE_SECONDS,
     MAX_SPEAKERS,
 )
 
 ENV_PREFIX = "HIGGS_"
+# HIGGS_* variables that are not settings but are known (not misspelt): what reads them.
+OTHER_VARIABLES = {"HIGGS_TEST_DEVICE": "the device the engine tests run on (make gpu-check)"}
 
 
 @dataclass
@@ -43,7 +47,7 @@ class Settings:
     compile: str = "auto"  # torch.compile of the decode step (CUDA graphs on GPUs): auto = on for CUDA, off for CPU
     workers: int = 1
     threads: int = 0  # 0: enough for the pool plus health checks (see gunicorn.conf.py)
-    queue_timeout: float = 60.0  # seconds a request waits for a free model instance
+    queue_timeout: float = DEFAULT_QUEUE_TIMEOUT  # seconds a request waits for a free model instance
     max_queue: int = 0  # requests allowed to wait; 0: twice the pool size
     max_upload_mb: float = 20.0
     max_upload_seconds: float = MAX_REFERENCE_SECONDS
@@ -77,8 +81,25 @@ class Settings:
             raw = environ.get(ENV_PREFIX + f.name.upper())
             if raw is not None and raw != "":
                 values[f.name] = _parse(f.type, raw, f.name)
-        values.update({k: v for k, v in (overrides or {}).items() if k in {f.name for f in fields(cls)}})
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(overrides or {}) - known)
+        if unknown:  # a misspelt override would quietly test the defaults
+            raise TypeError(f"unknown setting(s): {', '.join(unknown)}")
+        values.update(overrides or {})
         return cls(**values)
+
+    @classmethod
+    def unknown_variables(cls, environ=None) -> list[tuple[str, str | None]]:
+        """HIGGS_* variables in the environment that no setting reads (typos), each with the closest known name."""
+        environ = os.environ if environ is None else environ
+        known = [ENV_PREFIX + f.name.upper() for f in fields(cls)] + list(OTHER_VARIABLES)
+        suffixes = {name[len(ENV_PREFIX):]: name for name in known}  # the shared prefix would make all alike
+
+        def closest(name: str) -> str | None:
+            match = difflib.get_close_matches(name[len(ENV_PREFIX):], list(suffixes), n=1, cutoff=0.75)
+            return suffixes[match[0]] if match else None
+
+        return [(name, closest(name)) for name in sorted(environ) if name.startswith(ENV_PREFIX) and name not in known]
 
     def environ(self) -> dict[str, str]:
         """The HIGGS_* variables that reproduce these settings (api_server.py hands them to gunicorn)."""

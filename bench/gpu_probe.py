@@ -50,11 +50,11 @@ def step_rate(engine, rows: int, frames: int) -> dict:
     from model_pool.request import SamplingParams
 
     params = SamplingParams(temperature=0.7, seed=1, max_new_tokens=frames + 8, min_new_tokens=frames + 8)
-    steps_before = engine.runner.steps
+    steps_before = engine.runner.counters.steps
     started = time.perf_counter()
     together(engine, [(TEXTS[i % len(TEXTS)], params) for i in range(rows)])
     elapsed = time.perf_counter() - started
-    steps = engine.runner.steps - steps_before
+    steps = engine.runner.counters.steps - steps_before
     return {"rows": rows, "seconds": round(elapsed, 3), "steps": steps, "ms_per_step": round(1000 * elapsed / steps, 3),
             "frames_per_s": round(rows * frames / elapsed, 1)}
 
@@ -84,15 +84,15 @@ def syncs_per_step(engine, rows: int) -> dict:
             original()
 
     runner._iterate = iterate
-    steps, transfers = runner.steps, runner.transfer.count
+    steps, transfers = runner.counters.steps, runner.counters.transfers
     try:
         together(engine, [(TEXTS[i % len(TEXTS)], SamplingParams(seed=i, max_new_tokens=40, min_new_tokens=40))
                           for i in range(rows)])
     finally:
         runner._iterate = original
-    steps = max(1, runner.steps - steps)
+    steps = max(1, runner.counters.steps - steps)
     torch.cuda.synchronize()
-    return {"rows": rows, "steps": steps, "host_transfers_per_step": (runner.transfer.count - transfers) / steps,
+    return {"rows": rows, "steps": steps, "host_transfers_per_step": (runner.counters.transfers - transfers) / steps,
             "syncing_ops_per_step": sum(counter.syncs.values()) / steps, "syncing_ops": counter.syncs}
 
 

@@ -14,6 +14,7 @@ DEFAULT_MAX_NEW_TOKENS = 2048  # decode steps per chunk (the spec's --max-new-to
 DEFAULT_MAX_CONTEXT_TOKENS = 8192
 DEFAULT_PREFILL_CHUNK = 512  # prompt tokens prefilled between two decode steps (bounds the stall of running rows)
 DEFAULT_MAX_BATCH_SIZE = 8
+DEFAULT_QUEUE_TIMEOUT = 60.0  # seconds an admitted request may wait for a free batch slot
 # Decode steps one request may cost: its chunks x max_new_tokens, checked before any work (about 22 minutes of
 # audio at 25 frames a second).
 DEFAULT_MAX_REQUEST_STEPS = 32768

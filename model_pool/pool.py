@@ -1,6 +1,6 @@
 """A thread-safe pool of preloaded engine instances, N per device, lent with a context manager.
 
-Each instance batches up to `slots` (its runner's max_batch_size) concurrent requests, so lending hands out a slot
+Each instance batches up to `capacity` concurrent requests, so lending hands out a slot
 on the least loaded instance; a request waits only when every slot of every instance is taken.
 """
 
@@ -23,6 +23,7 @@ from .engine.memory import free_memory, plan_slots
 from .engine.slot_cache import SlotCache
 from .engine.voice_cache import VoiceCache
 from .errors import Cancelled, ModelLoadError, PoolBusy
+from .lifecycle import LifecycleError
 
 log = logging.getLogger(__name__)
 
@@ -46,10 +47,22 @@ def compile_enabled(mode: str | bool, device: torch.device) -> bool:
 
 
 class Reservation:
-    """A request's place in the pool, from admit() until it ends; released once (also if dropped unused)."""
+    """A request's place in the pool, from admit() until it ends: released exactly once by its owner (a second
+    release raises LifecycleError). One dropped unreleased is reclaimed when it is collected, with a warning: that
+    is a leak in the caller, which tests catch as one."""
 
     def __init__(self, pool: ModelPool):
-        self.release = weakref.finalize(self, pool._unreserve)
+        self._unreserve = pool._unreserve
+        self._reclaim = weakref.finalize(self, pool._reclaim)
+
+    @property
+    def held(self) -> bool:
+        return self._reclaim.alive
+
+    def release(self) -> None:
+        if not self._reclaim.detach():
+            raise LifecycleError("a pool reservation was released twice")
+        self._unreserve()
 
 
 class ModelPool:
@@ -58,13 +71,14 @@ class ModelPool:
         if not engines:
             raise ValueError("a pool needs at least one engine")
         self.engines = list(engines)
-        self._slots = {id(e): _slots_of(e) for e in self.engines}
+        self._slots = {id(e): e.capacity for e in self.engines}
         self.max_waiting = default_max_waiting(sum(self._slots.values())) if max_waiting is None else max_waiting
         self._admitted = 0  # requests between admit() and their end: running, waiting, or about to wait
         self._load = {id(e): 0 for e in self.engines}
         self._cond = threading.Condition()
         self._waiting = 0
         self._observers: list[Callable[[dict], None]] = []
+        self.leaks = 0  # reservations dropped unreleased (reclaimed); a test asserts none
 
     def observe(self, callback: Callable[[dict], None]) -> None:
         """Call callback(stats) now and whenever an instance is lent or returned or a waiter comes or goes."""
@@ -148,21 +162,30 @@ class ModelPool:
             self._admitted -= 1
             self._changed()
 
+    def _reclaim(self) -> None:
+        log.warning("a pool reservation was dropped without being released: reclaimed (a leak in its owner)")
+        self.leaks += 1
+        self._unreserve()
+
     @contextmanager
     def lend(self, timeout: float | None = None, cancel: threading.Event | None = None,
              reservation: Reservation | None = None) -> Iterator[HiggsEngine]:
-        """Lend a free instance to an admitted request (admitting it now if no reservation is given); raise
-        PoolBusy if none frees up within `timeout` seconds, and Cancelled if `cancel` is set while waiting (a
-        streaming client that went away stops queueing).
+        """Lend a free instance to an admitted request; raise PoolBusy if none frees up within `timeout` seconds,
+        and Cancelled if `cancel` is set while waiting (a client that went away stops queueing).
 
-        The instance and the reservation always come back: on return, on exceptions, and on GeneratorExit when
-        the caller is a generator that gets closed (a streaming client going away)."""
-        reservation = reservation or self.admit()
+        `reservation`: the place the caller's admit() took, which the caller releases (its generation handle). With
+        none, lend admits the request itself and releases that place when it returns. The instance always comes
+        back: on return, on exceptions, and on GeneratorExit when the caller is a generator that gets closed."""
+        if reservation is not None:
+            with self._borrow(timeout, cancel) as engine:
+                yield engine
+            return
+        own = self.admit()
         try:
             with self._borrow(timeout, cancel) as engine:
                 yield engine
         finally:
-            reservation.release()
+            own.release()
 
     @contextmanager
     def _borrow(self, timeout: float | None, cancel: threading.Event | None) -> Iterator[HiggsEngine]:
@@ -216,6 +239,3 @@ class ModelPool:
         }
 
 
-def _slots_of(engine) -> int:
-    runner = getattr(engine, "runner", None)
-    return runner.max_batch_size if runner is not None else 1

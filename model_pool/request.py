@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .defaults import DEFAULT_SCENE
+from .defaults import DEFAULT_MAX_NEW_TOKENS, DEFAULT_SCENE
 
 SAMPLE_RATE = 24000
 FRAME_RATE = 25
@@ -16,13 +16,15 @@ CHUNK_METHODS = ("speaker", "word")  # long-form splitting; None keeps the text 
 
 @dataclass(frozen=True)
 class SamplingParams:
+    """The sampling fields and their defaults (the HTTP schemas take their defaults from here)."""
+
     temperature: float = 0.7  # 0 means greedy
     top_k: int | None = 50
     top_p: float | None = 0.95
     seed: int | None = None
     ras_win_len: int | None = 7  # 0 or None turns RAS off
     ras_win_max_num_repeat: int = 2
-    max_new_tokens: int = 2048
+    max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
     min_new_tokens: int = 0  # the stream-end code is suppressed before this step (benchmarks)
 
 

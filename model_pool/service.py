@@ -1,11 +1,13 @@
-"""The text-to-speech service the HTTP layer talks to: prepare (validate everything), then stream audio.
+"""The text-to-speech service the HTTP layer talks to: prepare (validate everything), then start a generation.
 
 `prepare` does all the checking a request can fail, before any instance is taken or byte is sent: the plan (names,
 limits), the per-request budget, then, with the model loaded, the reference clips encoded once and every chunk's
-prompt measured against the context. `stream` borrows an instance for the whole request and yields audio pieces as
-frames complete; long-form chunks are generated one after another with earlier chunks' codes fed back as context
-(the oldest dropped, and logged, when a prompt would outgrow the context). `/generate` is the joined stream, so
-streamed and one-shot audio are the same samples.
+prompt measured against the context. `start` admits the prepared job and returns its handle (model_pool/lifecycle.py),
+which every endpoint iterates; `abort(request_id)` and `shutdown()` stop handles from outside. `stream` is what a
+handle runs: it borrows an instance for the whole request and yields audio pieces as frames complete; long-form
+chunks are generated one after another with earlier chunks' codes fed back as context (the oldest dropped, and
+logged, when a prompt would outgrow the context). `/generate` is the joined stream, so streamed and one-shot audio
+are the same samples.
 """
 
 from __future__ import annotations
@@ -18,10 +20,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .defaults import DEFAULT_MAX_NEW_TOKENS, DEFAULT_MAX_REQUEST_STEPS, DEFAULT_MAX_TEXT_CHARS, MAX_SPEAKERS
+from .defaults import (
+    DEFAULT_MAX_NEW_TOKENS,
+    DEFAULT_MAX_REQUEST_STEPS,
+    DEFAULT_MAX_TEXT_CHARS,
+    DEFAULT_QUEUE_TIMEOUT,
+    MAX_SPEAKERS,
+)
 from .engine.prompt_encoder import EncodedPrompt
 from .engine.stream_decoder import StreamDecoder
-from .errors import Cancelled, ContextTooLong, InvalidRequest
+from .errors import Cancelled, ContextTooLong, InvalidRequest, NotReady
+from .lifecycle import AudioPiece, Generation, GenerationStats, Observer, collect
 from .pool import ModelPool, Reservation
 from .pool_loader import PoolLoader
 from .prompt.library import SceneLibrary, VoiceLibrary
@@ -29,6 +38,8 @@ from .prompt.planner import PromptPlan, PromptPlanner
 from .request import GenerationRequest, SamplingParams
 
 log = logging.getLogger(__name__)
+
+__all__ = ["AudioPiece", "GenerationStats", "PreparedJob", "TTSService"]
 
 
 @dataclass
@@ -40,22 +51,9 @@ class PreparedJob:
     first_prompt: EncodedPrompt | None = None  # chunk 0's prompt, encoded (and measured) by prepare()
 
 
-@dataclass
-class AudioPiece:
-    samples: np.ndarray  # float32 mono, 24 kHz
-    generated_tokens: int  # decode steps so far in this chunk
-    max_new_tokens: int
-    chunk: int  # 0-based text chunk
-    total_chunks: int
-
-
-@dataclass
-class GenerationStats:
-    queue_wait_s: float = 0.0
-    first_audio_s: float | None = None
-    frames: int = 0
-    samples: int = 0
-    prompt_tokens: int = 0  # text and audio tokens of every chunk's prompt (usage reports)
+def fits(prompt: EncodedPrompt, sampling: SamplingParams, context_tokens: int) -> bool:
+    """Whether a prompt and its max_new_tokens fit one row's context."""
+    return int(prompt.input_ids.shape[0]) + sampling.max_new_tokens <= context_tokens
 
 
 class TTSService:
@@ -65,7 +63,7 @@ class TTSService:
         voices: VoiceLibrary,
         scenes: SceneLibrary,
         max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS,
-        acquire_timeout: float | None = 30.0,
+        acquire_timeout: float | None = DEFAULT_QUEUE_TIMEOUT,
         max_speakers: int = MAX_SPEAKERS,
         max_request_steps: int = DEFAULT_MAX_REQUEST_STEPS,
         max_text_chars: int = DEFAULT_MAX_TEXT_CHARS,
@@ -76,6 +74,9 @@ class TTSService:
         self.max_request_steps = max_request_steps
         self.max_text_chars = max_text_chars
         self.acquire_timeout = acquire_timeout
+        self._live: dict[int, Generation] = {}  # handles not yet ended (abort, shutdown)
+        self._live_lock = threading.Condition()
+        self._stopping = False
 
     def prepare(self, request: GenerationRequest, request_id: str = "-") -> PreparedJob:
         sampling, name = request.sampling, request.name
@@ -95,13 +96,16 @@ class TTSService:
                 f"{steps} steps exceed the per-request budget of {self.max_request_steps}; lower max_new_tokens "
                 "(per chunk) or send less text")
         engine = self.pool().engines[0]  # NotReady (503) while loading; every instance encodes alike
+        codebook_size = engine.geometry.codebook_size
+        if sampling.top_k is not None and sampling.top_k > codebook_size:
+            raise InvalidRequest("top_k", f"top_k must be at most {codebook_size} (the model's codes per codebook)")
         sources = plan.sources()
         plan = plan.with_codes({i: engine.codes_for(source) for i, source in enumerate(sources)})
         prompts = [engine.encode_prompt(plan.conversation(i, [], dropped=i)) for i in range(len(plan.chunks))]
-        for prompt in prompts:  # each chunk with no earlier chunk in its context must fit
-            length = int(prompt.input_ids.shape[0])
-            if length + sampling.max_new_tokens > engine.context_tokens:
-                raise ContextTooLong(length, sampling.max_new_tokens, engine.context_tokens, name("text"))
+        for prompt in prompts:  # each chunk with no earlier chunk in its context must fit: the one check
+            if not fits(prompt, sampling, engine.context_tokens):
+                raise ContextTooLong(int(prompt.input_ids.shape[0]), sampling.max_new_tokens, engine.context_tokens,
+                                     name("text"))
         return PreparedJob(plan, sampling, request_id, request.text, prompts[0])
 
     def pool(self) -> ModelPool:
@@ -114,7 +118,47 @@ class TTSService:
 
     def admit(self) -> Reservation:
         """A place in the pool now, or NotReady / PoolBusy (before a response's first byte)."""
+        if self._stopping:
+            raise NotReady("the server is shutting down")
         return self.pool().admit()
+
+    # ---- generation handles ------------------------------------------------------------------------------
+    def start(self, job: PreparedJob, on_finish: Observer | None = None, label: str = "generate",
+              stats: GenerationStats | None = None) -> Generation:
+        """Admit a prepared job (PoolBusy / NotReady now, before any byte is sent) and return its handle: iterate
+        handle.events(); it ends exactly once, however the request ends."""
+        reservation = self.admit()
+        handle = Generation(job.request_id, lambda cancel, stats: self.stream(job, cancel, stats, reservation),
+                            reservation, on_finish, label, on_release=self._forget, stats=stats)
+        with self._live_lock:
+            self._live[id(handle)] = handle
+        return handle
+
+    def _forget(self, handle: Generation) -> None:
+        with self._live_lock:
+            self._live.pop(id(handle), None)
+            self._live_lock.notify_all()
+
+    def live(self) -> list[Generation]:
+        with self._live_lock:
+            return list(self._live.values())
+
+    def abort(self, request_id: str) -> bool:
+        """Stop the generations of `request_id` within a decode step; whether there was one."""
+        found = [h for h in self.live() if h.request_id == request_id]
+        for handle in found:
+            handle.abort("cancelled")
+        return bool(found)
+
+    def shutdown(self, wait: float = 2.0) -> list[Generation]:
+        """The server is stopping: admit nothing more, stop every live generation (each consumer is told), and wait
+        up to `wait` seconds for their consumers to end them. Returns those still live after that."""
+        self._stopping = True
+        for handle in self.live():
+            handle.abort("shutdown", NotReady("the server is shutting down: the generation was stopped"))
+        with self._live_lock:  # consumers are other threads (gunicorn's); each ends its handle within a tick
+            self._live_lock.wait_for(lambda: not self._live, timeout=wait)
+            return list(self._live.values())
 
     def stream(self, job: PreparedJob, cancel: threading.Event | None = None, stats: GenerationStats | None = None,
                reservation: Reservation | None = None) -> Iterator[AudioPiece]:
@@ -129,17 +173,15 @@ class TTSService:
                     prompt = job.first_prompt  # chunk 0 has no earlier chunk: prepare() encoded it already
                 else:
                     prompt = engine.encode_prompt(plan.conversation(index, generated, dropped))
-                while prompt.input_ids.shape[0] + sampling.max_new_tokens > engine.context_tokens:
-                    if dropped >= index:  # prepare() proved this fits; only a changed context could get here
-                        raise ContextTooLong(int(prompt.input_ids.shape[0]), sampling.max_new_tokens,
-                                             engine.context_tokens)
+                # With every earlier chunk dropped (dropped == index) this is the prompt prepare() measured.
+                while dropped < index and not fits(prompt, sampling, engine.context_tokens):
                     dropped += 1
                     prompt = engine.encode_prompt(plan.conversation(index, generated, dropped))
                     log.info("request %s chunk %d: dropped the oldest generated chunk from the context (%d so "
                              "far) to fit the %d-token context", job.request_id, index, dropped,
                              engine.context_tokens)
                 stats.prompt_tokens += int(prompt.input_ids.shape[0])
-                decoder = StreamDecoder(engine.codec.decode)
+                decoder = StreamDecoder(engine.codec.decode, engine.geometry.num_codebooks)
                 step_count = 0
                 for step in engine.generate(prompt, sampling, cancel):  # every chunk the same seed, as upstream
                     step_count = step.index + 1
@@ -165,5 +207,6 @@ class TTSService:
         return AudioPiece(samples, steps, sampling.max_new_tokens, index, len(plan.chunks))
 
     def generate(self, job: PreparedJob, stats: GenerationStats | None = None) -> np.ndarray:
-        pieces = [piece.samples for piece in self.stream(job, stats=stats)]
-        return np.concatenate(pieces) if pieces else np.zeros(0, dtype=np.float32)
+        """The whole audio of a job, through a handle like every endpoint (tests, benchmarks)."""
+        with self.start(job, stats=stats) as handle:
+            return collect(handle.events())

@@ -102,14 +102,22 @@ def msgs(text):
 TEXTS = ["Hello world.", "A much longer sentence to make a longer prompt, with commas.", "Hi.", "Numbers 1 2 3."]
 
 
-def run(engine, text, params, cancel=None, on_step=None):
-    frames = []
-    for step in engine.generate(engine.encode_prompt(msgs(text)), params, cancel):
-        if on_step:
-            on_step(step)
-        if step.frame is not None:
-            frames.append(step.frame)
-    return torch.stack(frames) if frames else torch.zeros((0, 8), dtype=torch.long)
+def frames(steps, num_codebooks: int = 8) -> torch.Tensor:
+    """The complete frames among an engine's steps, stacked: [frames, codebooks] (the tiny model has 8)."""
+    got = [step.frame for step in steps if step.frame is not None]
+    return torch.stack(got) if got else torch.zeros((0, num_codebooks), dtype=torch.long)
+
+
+def run(engine, text, params, cancel=None, on_step=None, messages=None):
+    """Generate `text` (or `messages`) on an engine; the frames, each step shown to on_step first."""
+    steps = engine.generate(engine.encode_prompt(messages or msgs(text)), params, cancel)
+    return frames(_shown(steps, on_step) if on_step else steps, engine.geometry.num_codebooks)
+
+
+def _shown(steps, on_step):
+    for step in steps:
+        on_step(step)
+        yield step
 
 
 def at_once(calls: list, timeout: float = 120) -> list:

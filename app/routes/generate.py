@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..runtime import runtime
 from ..schemas import GenerateFileSchema, GenerateResponseSchema, GenerateSchema, UploadFilesSchema, UploadFormSchema
-from ..serving.generate import event_stream, whole_file
+from ..serving.spec_api import event_stream, whole_file
 from ..uploads import read_upload
 from . import Blueprint
 

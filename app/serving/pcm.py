@@ -1,4 +1,4 @@
-"""16-bit PCM on the wire. Streamed PCM and every encoded file (app/encoder.py) use this one conversion, so the
+"""16-bit PCM on the wire. Streamed PCM and every encoded file (app/serving/encoder.py) use this one conversion, so the
 joined stream equals /generate's WAV sample for sample."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""Serving of /v1/audio/speech: OpenAI's fields mapped onto a generation request, the encoded audio as it is
-made (or OpenAI's SSE events), and `collect`, the whole-file answer /generate uses.
+"""Serving of /v1/audio/speech: OpenAI's fields mapped onto a generation request, and the encoded audio as it is
+made (or OpenAI's SSE events).
 
 An audio body cannot carry an error once its first byte is out, so `primed_audio` pulls the generation up to its
 first encoded bytes before the response starts: any failure until then (a full queue, a prompt that fails) is a
@@ -11,23 +11,20 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from functools import partial
 from pathlib import Path
 
 from flask import Response
 
 from model_pool.defaults import DEFAULT_MODEL, DEFAULT_SCENE
 from model_pool.errors import Cancelled, UnknownVoice
-from model_pool.request import SAMPLE_RATE
-from model_pool.service import GenerationStats
+from model_pool.lifecycle import Event
 
-from .. import metrics
 from ..errors import StreamAborted, UnknownModel
 from ..runtime import runtime
 from .encoder import StreamEncoder
-from .generation import Event, generation_events, stream_response, watch
-from .jobs import prepare_job
-from .sse import speech_stream
+from .jobs import start_job
+from .responses import client_watch, stream_response
+from .sse import speech_events
 
 log = logging.getLogger("higgs.openai")
 
@@ -107,11 +104,14 @@ def speech(args: dict) -> Response:
         raise UnknownModel(args["model"], ids)
     fields = {**args, "text": args["input"], "ref_audio": _voice(rt.voices, args["voice"]),
               "scene_prompt": args["instructions"] if args["instructions"] is not None else DEFAULT_SCENE}
-    rt, job, reservation = prepare_job(fields, names=SPEECH_NAMES)
     encoder = StreamEncoder(args["response_format"], args["speed"])
-    stats = GenerationStats()
-    finished = partial(metrics.observe_generation, "/v1/audio/speech", sample_rate=SAMPLE_RATE)
-    events = generation_events(rt.service, job, reservation, stats, watch(rt), finished, label="speech")
+    job, handle = start_job(fields, "/v1/audio/speech", "speech", names=SPEECH_NAMES)
+    events = handle.events(client_watch())
     if args["stream_format"] == "sse":
-        return stream_response(speech_stream(job, events, stats, encoder), "text/event-stream", job.request_id)
-    return stream_response(primed_audio(events, encoder, job.request_id), encoder.mime, job.request_id)
+        return stream_response(speech_events(job, events, handle.stats, encoder), "text/event-stream", handle)
+    try:
+        body = primed_audio(events, encoder, job.request_id)
+    except BaseException:
+        handle.close()  # failed before the first byte: the handle ends here, with what the events reached
+        raise
+    return stream_response(body, encoder.mime, handle)

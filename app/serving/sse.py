@@ -11,12 +11,11 @@ import base64
 import json
 from collections.abc import Iterator
 
+from model_pool.lifecycle import Event, GenerationStats
 from model_pool.request import SAMPLE_RATE
-from model_pool.service import GenerationStats
 
 from ..errors import public_message
 from .encoder import StreamEncoder
-from .generation import Event
 from .pcm import pcm16_base64
 
 PING = ": ping\n\n"
@@ -27,7 +26,7 @@ def sse(data: dict, event: str | None = None) -> str:
     return f"{head}data: {json.dumps(data, ensure_ascii=False)}\n\n"
 
 
-def generate_stream(job, events: Iterator[Event], stats: GenerationStats) -> Iterator[str]:
+def spec_events(job, events: Iterator[Event], stats: GenerationStats) -> Iterator[str]:
     """/generate-stream's events: start, audio..., then done or error."""
     yield sse({"type": "start", "sampling_rate": SAMPLE_RATE, "format": "pcm_s16le", "channels": 1,
                "request_id": job.request_id}, "start")
@@ -50,7 +49,7 @@ def generate_stream(job, events: Iterator[Event], stats: GenerationStats) -> Ite
                       "error")
 
 
-def speech_stream(job, events: Iterator[Event], stats: GenerationStats, encoder: StreamEncoder) -> Iterator[str]:
+def speech_events(job, events: Iterator[Event], stats: GenerationStats, encoder: StreamEncoder) -> Iterator[str]:
     """/v1/audio/speech with stream_format sse: speech.audio.delta (base64 PCM), then speech.audio.done."""
 
     def delta(data: bytes) -> str:

@@ -11,6 +11,11 @@ than 1. One thread per instance runs the loop. Each iteration:
 A failure while a row is prefilled, joins, draws its noise or is sampled (or produces non-finite scores) fails that
 row only; the others continue with exactly the codes they would produce alone. Only a failure of the batched
 forward itself, which no single row owns, fails every running row.
+
+Two seams for tests and diagnostics, and nothing else reads the loop's internals: `counters` (steps, the most rows
+seen in one step, host transfers) and `stage_hook(stage, row)`, called before each row's "prefill", "join", "noise"
+and "sample" stage and after each step's forward ("logits", with the row's logits in `runner.logits[row.slot]`).
+A hook that raises there is a fault of that stage, for that row.
 """
 
 from __future__ import annotations
@@ -19,15 +24,22 @@ import logging
 import queue
 import threading
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 
 import torch
 
-from ..defaults import DEFAULT_MAX_CONTEXT_TOKENS, DEFAULT_PREFILL_CHUNK, MAX_RAS_WINDOW, MIN_TEMPERATURE
-from ..errors import ContextTooLong, GenerationFailed
+from ..defaults import (
+    DEFAULT_MAX_BATCH_SIZE,
+    DEFAULT_MAX_CONTEXT_TOKENS,
+    DEFAULT_PREFILL_CHUNK,
+    MAX_RAS_WINDOW,
+    MIN_TEMPERATURE,
+)
+from ..errors import GenerationFailed
 from ..request import SamplingParams
+from .geometry import CodeGeometry
 from .sampling import REPORT_BAD, REPORT_EMIT, REPORT_FINISHED, BatchSampler, Selection, row_generator
 from .slot_cache import SlotCache, decode_step
 
@@ -54,29 +66,42 @@ class _Row:
     prefill: object | None = None  # the DynamicCache being filled, while the prompt is prefilled in chunks
     prefilled: int = 0  # prompt tokens prefilled so far
     logits: torch.Tensor | None = None  # [codebooks, vocab] after the whole prompt
-    length: int = 0  # tokens in the row's cache
-    steps: int = 0
+    steps: int = 0  # decode steps delivered
+
+    @property
+    def length(self) -> int:
+        """Tokens in the row's cache: its prompt, then one per step."""
+        return int(self.prompt.input_ids.shape[0]) + self.steps
 
     def stopped(self) -> bool:
         return self.abandoned.is_set() or (self.cancel is not None and self.cancel.is_set())
 
-    def fail(self, error: BaseException) -> None:
-        self.out.put(error)
+
+@dataclass
+class Counters:
+    """What the loop has done, for tests and diagnostics (nothing in the loop reads them)."""
+
+    steps: int = 0  # batched decode steps
+    max_rows: int = 0  # the most rows that shared one step
+    transfers: int = 0  # device-to-host copies of a step's report
+
+    def reset(self) -> None:
+        self.steps = self.max_rows = self.transfers = 0
 
 
 class HostTransfer:
     """The step's report, copied to the host once. On CUDA the copy goes to pinned memory without blocking and an
     event marks its end, so the host waits only when it reads (after the next forward has been launched)."""
 
-    def __init__(self, device: torch.device, slots: int, width: int):
+    def __init__(self, device: torch.device, slots: int, width: int, counters: Counters):
         self.cuda = device.type == "cuda"
-        self.count = 0  # transfers made (tests count them per step)
+        self.counters = counters
         if self.cuda:
             self.buffer = torch.zeros((slots, width), dtype=torch.long, pin_memory=True)
             self.event = torch.cuda.Event()
 
     def start(self, report: torch.Tensor):
-        self.count += 1
+        self.counters.transfers += 1
         if not self.cuda:
             return lambda: report
         host = self.buffer[: report.shape[0]]
@@ -91,44 +116,43 @@ class HostTransfer:
 
 
 class BatchRunner:
-    def __init__(self, engine, max_batch_size: int = 8, context_tokens: int = DEFAULT_MAX_CONTEXT_TOKENS,
+    def __init__(self, model, geometry: CodeGeometry, device: torch.device, name: str = "engine",
+                 max_batch_size: int = DEFAULT_MAX_BATCH_SIZE, context_tokens: int = DEFAULT_MAX_CONTEXT_TOKENS,
                  compile: bool = False, prefill_chunk: int | None = DEFAULT_PREFILL_CHUNK):
-        self.engine = engine
-        model = engine.model
+        self.model = model
+        self.geometry = geometry
+        self.device = device
+        self.name = name
         self.max_batch_size = max(1, max_batch_size)
         self.context_tokens = context_tokens
         self.prefill_chunk = prefill_chunk or None
         self.compiled = compile
-        slots = self.max_batch_size
-        self.cache = SlotCache(model, slots, context_tokens, engine.device, model.dtype)
-        self.sampler = BatchSampler(slots, engine.num_codebooks, engine.codebook_size, engine.bos_id,
-                                    engine.eos_id, engine.device, history=MAX_RAS_WINDOW)
-        self.codes = torch.zeros((slots, engine.num_codebooks), dtype=torch.long, device=engine.device)
+        slots, K, V = self.max_batch_size, geometry.num_codebooks, geometry.codebook_size
+        self.cache = SlotCache(model, slots, context_tokens, device, model.dtype)
+        self.sampler = BatchSampler(slots, K, V, geometry.bos_id, geometry.eos_id, device, history=MAX_RAS_WINDOW)
+        self.codes = torch.zeros((slots, K), dtype=torch.long, device=device)
         torch._dynamo.mark_static_address(self.codes)
-        self.logits = torch.zeros((slots, engine.num_codebooks, engine.codebook_size), dtype=torch.float32,
-                                  device=engine.device)
-        self.transfer = HostTransfer(engine.device, slots, engine.num_codebooks + 3)
+        self.logits = torch.zeros((slots, K, V), dtype=torch.float32, device=device)
+        self.counters = Counters()
+        self.stage_hook: Callable[[str, _Row], None] | None = None
+        self.transfer = HostTransfer(device, slots, K + 3, self.counters)
         self._slots: list[_Row | None] = [None] * slots
         self._rows_index: tuple[list[int], torch.Tensor] | None = None  # occupied slots, as a device index
         self._waiting: deque[_Row] = deque()
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
-        self.max_rows_seen = 0
-        self.steps = 0
         self._step = self._make_step(compile)
         self._warm_up()
 
     # ---- request side ----------------------------------------------------------------------------------
     def submit(self, prompt, params: SamplingParams, cancel: threading.Event | None = None) -> Iterator[Step]:
-        length = int(prompt.input_ids.shape[0])
-        if length + params.max_new_tokens > self.context_tokens:
-            raise ContextTooLong(length, params.max_new_tokens, self.context_tokens)
-        generator = row_generator(params.seed, self.engine.device)
+        """The prompt must fit the context with its max_new_tokens (the service measures it before any work)."""
+        generator = row_generator(params.seed, self.device)
         row = _Row(prompt, params, cancel, generator)
         with self._cond:
             self._waiting.append(row)
             if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._loop, name=f"batch-{self.engine.name}", daemon=True)
+                self._thread = threading.Thread(target=self._loop, name=f"batch-{self.name}", daemon=True)
                 self._thread.start()
             self._cond.notify()
         return self._results(row)
@@ -163,7 +187,7 @@ class BatchRunner:
                 with torch.inference_mode():
                     self._iterate()
             except BaseException as exc:  # noqa: BLE001 - a bug in the loop: every waiting request must hear of it
-                log.exception("batch loop failed on %s", self.engine.name)
+                log.exception("batch loop failed on %s", self.name)
                 with self._cond:
                     rows = [r for r in self._slots if r is not None] + list(self._waiting)
                     self._waiting.clear()
@@ -194,13 +218,14 @@ class BatchRunner:
                     row.out.put(_END)
                     continue
             try:
+                self._stage("prefill", row)
                 used = self._prefill(row, budget if running else None)
                 if row.logits is not None:
                     with self._cond:
                         self._waiting.popleft()
                     self._join(row)
             except Exception as exc:  # noqa: BLE001 - this row's prompt or cache failed: this row alone fails
-                log.exception("row failed while joining on %s", self.engine.name)
+                log.exception("row failed while joining on %s", self.name)
                 with self._cond:
                     if self._waiting and self._waiting[0] is row:
                         self._waiting.popleft()
@@ -215,36 +240,35 @@ class BatchRunner:
         """Prefill the next piece of the row's prompt (at most `budget` tokens); returns the tokens used."""
         from transformers import DynamicCache
 
-        e = self.engine
+        model, device = self.model, self.device
         prompt = row.prompt
         total = prompt.input_ids.shape[0]
         if row.prefill is None:
-            row.prefill = DynamicCache(config=e.model.config)
+            row.prefill = DynamicCache(config=model.config)
         start = row.prefilled
         stop = total if budget is None else min(total, start + budget)
         kwargs = {}
         first, last = prompt.audio_before(start), prompt.audio_before(stop)
         if last > first:
-            kwargs["audio_input_ids"] = prompt.audio_ids[first:last].to(e.device).unsqueeze(0)
-        out = e.model(input_ids=prompt.input_ids[start:stop].to(e.device).unsqueeze(0),
-                      position_ids=torch.arange(start, stop, device=e.device).unsqueeze(0),
-                      past_key_values=row.prefill, use_cache=True, logits_to_keep=1, **kwargs)
+            kwargs["audio_input_ids"] = prompt.audio_ids[first:last].to(device).unsqueeze(0)
+        out = model(input_ids=prompt.input_ids[start:stop].to(device).unsqueeze(0),
+                    position_ids=torch.arange(start, stop, device=device).unsqueeze(0),
+                    past_key_values=row.prefill, use_cache=True, logits_to_keep=1, **kwargs)
         row.prefilled = stop
         if stop == total:
-            row.logits = out.logits[0, -1].view(e.num_codebooks, e.codebook_size)
+            row.logits = out.logits[0, -1].view(self.geometry.num_codebooks, self.geometry.codebook_size)
         return stop - start
 
     def _join(self, row: _Row) -> None:
         slot = self._slots.index(None)
         row.slot = slot
-        length = row.prompt.input_ids.shape[0]
         with self._cond:
             self._slots[slot] = row
-            self.max_rows_seen = max(self.max_rows_seen, sum(r is not None for r in self._slots))
-        self.cache.insert(slot, row.prefill, length)
+        self._stage("join", row)
+        self.cache.insert(slot, row.prefill, row.length)
         self.sampler.admit(slot, row.params)
         self.logits[slot].copy_(row.logits)
-        row.prefill, row.logits, row.length = None, None, length
+        row.prefill, row.logits = None, None
 
     def _leave(self, row: _Row, outcome, scrub: bool = False) -> None:
         """Take the row out of its slot (if it has one) and tell its reader: _END, or the error."""
@@ -262,9 +286,10 @@ class BatchRunner:
     def _step_rows(self, rows: list[_Row]) -> None:
         for row in list(rows):
             try:
+                self._stage("noise", row)
                 self.sampler.draw_noise(row.slot, row.generator, row.params)
             except Exception as exc:  # noqa: BLE001
-                log.exception("row failed while drawing its noise on %s", self.engine.name)
+                log.exception("row failed while drawing its noise on %s", self.name)
                 self._leave(row, exc)
                 rows.remove(row)
         if not rows:
@@ -278,18 +303,20 @@ class BatchRunner:
         report = self.transfer.start(selection.report)
         try:
             window = self.cache.window(max(r.length for r in rows) + 1)
-            if self.compiled:
-                self.logits.copy_(self._step(self.codes, window).view_as(self.logits))
-            else:  # eager: only up to the highest occupied slot
-                used = max(r.slot for r in rows) + 1
-                self.logits[:used].copy_(self._step(self.codes, window, used).view(used, *self.logits.shape[1:]))
+            # The compiled graph always runs every slot; eager runs up to the highest occupied one.
+            used = self.max_batch_size if self.compiled else max(r.slot for r in rows) + 1
+            self.logits[:used].copy_(self._step(self.codes, window, used).view(used, *self.logits.shape[1:]))
         except Exception as exc:  # noqa: BLE001 - the batched forward belongs to no single row
-            log.exception("decode step failed on %s: failing its %d row(s)", self.engine.name, len(rows))
+            log.exception("decode step failed on %s: failing its %d row(s)", self.name, len(rows))
             for row in rows:
                 self._leave(row, exc, scrub=True)
             self.cache.reset()
             return
-        self.steps += 1
+        self.counters.steps += 1
+        self.counters.max_rows = max(self.counters.max_rows, len(rows))
+        if self.stage_hook is not None:
+            for row in rows:
+                self.stage_hook("logits", row)  # may only change runner.logits[row.slot]
         self._deliver(rows, report())
 
     def _select(self, rows: list[_Row]) -> tuple[list[_Row], Selection | None]:
@@ -297,43 +324,44 @@ class BatchRunner:
         try:
             return rows, self._select_for(rows)
         except Exception:  # noqa: BLE001
-            log.exception("batched sampling failed on %s: retrying row by row", self.engine.name)
+            log.exception("batched sampling failed on %s: retrying row by row", self.name)
         kept, parts = [], []
         for row in rows:
             try:
                 parts.append(self._select_for([row]))
                 kept.append(row)
             except Exception as exc:  # noqa: BLE001
-                log.exception("row failed while sampling on %s", self.engine.name)
+                log.exception("row failed while sampling on %s", self.name)
                 self._leave(row, exc)
         if not kept:
             return [], None
         return kept, Selection(*(torch.cat([getattr(p, f) for p in parts]) for f in Selection.__dataclass_fields__))
 
     def _select_for(self, rows: list[_Row]) -> Selection:
+        for row in rows:
+            self._stage("sample", row)
         index = self._index(rows)
         sampled = [r.params for r in rows if r.params.temperature >= MIN_TEMPERATURE]
         span = min(MAX_RAS_WINDOW, max(r.params.ras_win_len or 0 for r in rows))
         return self.sampler.select(
             index, self.logits[index], span, sampling=bool(sampled),
-            use_top_k=any(p.top_k and p.top_k < self.engine.codebook_size for p in sampled),
+            use_top_k=any(p.top_k and p.top_k < self.geometry.codebook_size for p in sampled),
             use_top_p=any(p.top_p is not None and p.top_p < 1.0 for p in sampled))
 
     def _index(self, rows: list[_Row]) -> torch.Tensor:
         """The rows' slots as a device index; uploaded again only when the batch's membership changed."""
         slots = [r.slot for r in rows]
         if self._rows_index is None or self._rows_index[0] != slots:
-            self._rows_index = (slots, torch.tensor(slots, device=self.engine.device))
+            self._rows_index = (slots, torch.tensor(slots, device=self.device))
         return self._rows_index[1]
 
     def _deliver(self, rows: list[_Row], report: torch.Tensor) -> None:
-        K = self.engine.num_codebooks
+        K = self.geometry.num_codebooks
         for row, line in zip(rows, report):
             flags = line[K:].tolist()
             frame = line[:K].clone() if flags[REPORT_EMIT] else None
-            row.length += 1
             if flags[REPORT_BAD]:
-                log.error("row on %s produced non-finite scores at step %d", self.engine.name, row.steps)
+                log.error("row on %s produced non-finite scores at step %d", self.name, row.steps)
                 self._leave(row, GenerationFailed("generation failed: the model produced invalid scores"),
                             scrub=True)
                 continue
@@ -343,32 +371,37 @@ class BatchRunner:
                 self._leave(row, _END)
 
     # ---- the compiled step -----------------------------------------------------------------------------
-    def _make_step(self, compile: bool):
-        model, cache = self.engine.model, self.cache
+    def _stage(self, stage: str, row: _Row) -> None:
+        if self.stage_hook is not None:
+            self.stage_hook(stage, row)
 
+    def _make_step(self, compile: bool) -> Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]:
+        """step(codes, window, slots) -> logits of the first `slots` slots. Compiled, it is one graph over every
+        slot (slots is then always max_batch_size)."""
+        model, cache = self.model, self.cache
         if not compile:
             return partial(decode_step, model, cache)
 
-        def step(codes, window):
+        def whole(codes, window):
             return decode_step(model, cache, codes, window)
 
-        mode = "reduce-overhead" if self.engine.device.type == "cuda" else None
-        return torch.compile(step, mode=mode, fullgraph=True)
+        mode = "reduce-overhead" if self.device.type == "cuda" else None
+        compiled = torch.compile(whole, mode=mode, fullgraph=True)
+        return lambda codes, window, slots: compiled(codes, window)
 
     def _warm_up(self) -> None:
         """Run (and, with compile, compile and capture) the step for every window size before the first request,
         with every slot empty, and the prefill path once: no request pays for a first call."""
         from transformers import DynamicCache
 
-        e = self.engine
+        model = self.model
         with torch.inference_mode():
-            ids = torch.full((1, 4), e.model.config.bos_token_id or 0, dtype=torch.long, device=e.device)
-            e.model(input_ids=ids, past_key_values=DynamicCache(config=e.model.config), use_cache=True,
-                    logits_to_keep=1)
+            ids = torch.full((1, 4), model.config.bos_token_id or 0, dtype=torch.long, device=self.device)
+            model(input_ids=ids, past_key_values=DynamicCache(config=model.config), use_cache=True, logits_to_keep=1)
             for size in self.cache.buckets:
                 window = self.cache.columns[:size]
                 if self.compiled:
                     torch._dynamo.mark_dynamic(window, 0)
                 for _ in range(3 if self.compiled else 1):
-                    self._step(self.codes, window)
+                    self._step(self.codes, window, self.max_batch_size)
             self.cache.reset()

@@ -23,12 +23,14 @@ class StreamDecoder:
     def __init__(
         self,
         decode: Callable[[torch.Tensor], np.ndarray],
+        num_codebooks: int,
         context: int = 10,
         first_chunk: int = 2,
         chunk: int = 10,
         max_chunk: int = 80,
     ):
         self._decode = decode
+        self.num_codebooks = num_codebooks
         self.context = context
         self.first_chunk = first_chunk
         self.chunk = chunk  # the second piece; each later one doubles, up to max_chunk
@@ -68,4 +70,4 @@ class StreamDecoder:
 
     @property
     def frames(self) -> torch.Tensor:
-        return torch.stack(self._frames) if self._frames else torch.zeros((0, 8), dtype=torch.long)
+        return torch.stack(self._frames) if self._frames else torch.zeros((0, self.num_codebooks), dtype=torch.long)

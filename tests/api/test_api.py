@@ -268,3 +268,10 @@ def test_request_log_line_has_id_and_status(tmp_path, engine):
     app.test_client().get("/voices", headers={"X-Request-ID": "abc-123"})
     log = (tmp_path / "api_server.log").read_text()
     assert "abc-123 GET /voices 200" in log
+
+
+def test_top_k_is_bounded_by_the_checkpoints_codebook(client):
+    """The bound comes from the loaded model's config (1026 codes per codebook), not from a literal in the schema."""
+    r = client.post("/generate", json={"text": "Hi", "top_k": 1027, "max_new_tokens": 20})
+    assert r.status_code == 400 and r.json["field"] == "top_k" and "1026" in r.json["message"]
+    assert client.post("/generate", json={"text": "Hi", "top_k": 1026, "max_new_tokens": 20}).status_code == 200

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 import threading
 import time
 
@@ -244,23 +243,3 @@ def test_budget_refuses_a_request_that_would_run_too_long(tmp_path, engine):
     assert r.status_code == 400 and r.json["field"] == "max_new_tokens" and "1000" in r.json["message"]
     ok = app.test_client().post("/generate", json={"text": text, "chunk_method": "speaker", "max_new_tokens": 25})
     assert ok.status_code == 200
-
-
-def test_stalled_reader_is_logged_as_such(caplog):
-    """The generation events log a reader that made no progress for the client timeout when their body is closed."""
-    from app.serving.generation import Watch, generation_events
-    from model_pool.service import GenerationStats
-
-    class Service:
-        def stream(self, job, cancel, stats, reservation):
-            while not cancel.is_set():
-                yield type("Piece", (), {"samples": np.zeros(10, np.float32)})()
-
-    job = type("Job", (), {"request_id": "r1"})()
-    reservation = type("R", (), {"release": lambda self: None})()
-    events = generation_events(Service(), job, reservation, GenerationStats(), Watch(5.0, client_timeout=0.05))
-    next(events)
-    time.sleep(0.1)  # the consumer (gunicorn's write) is stuck longer than the client timeout
-    with caplog.at_level(logging.INFO, logger="higgs.stream"):
-        events.close()
-    assert any("stopped reading" in r.getMessage() for r in caplog.records)

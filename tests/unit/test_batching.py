@@ -21,9 +21,9 @@ def batched(loaded):
 def test_greedy_batched_equals_alone_with_different_lengths(batched):
     jobs = [(text, SamplingParams(temperature=0, max_new_tokens=n)) for text, n in zip(TEXTS, (40, 25, 60, 33))]
     alone = [run(batched, *job) for job in jobs]
-    batched.runner.max_rows_seen = 0
+    batched.runner.counters.reset()
     together = run_together(batched, jobs)
-    assert batched.runner.max_rows_seen >= 2  # they really shared batches
+    assert batched.runner.counters.max_rows >= 2  # they really shared batches
     for a, b, (_, params) in zip(alone, together, jobs):
         assert b.shape == (params.max_new_tokens - 8, 8)
         assert torch.equal(a, b)
@@ -32,9 +32,9 @@ def test_greedy_batched_equals_alone_with_different_lengths(batched):
 def test_seeded_sampling_batched_equals_alone(batched):
     jobs = [(text, SamplingParams(seed=100 + i, max_new_tokens=40)) for i, text in enumerate(TEXTS)]
     alone = [run(batched, *job) for job in jobs]
-    batched.runner.max_rows_seen = 0
+    batched.runner.counters.reset()
     together = run_together(batched, jobs)
-    assert batched.runner.max_rows_seen >= 2
+    assert batched.runner.counters.max_rows >= 2
     assert all(torch.equal(a, b) for a, b in zip(alone, together))
 
 
@@ -88,4 +88,4 @@ def test_batch_size_one_serialises(loaded):
     engine = HiggsEngine(loaded, VoiceCache(), name="single", max_batch_size=1)
     jobs = [(text, SamplingParams(temperature=0, max_new_tokens=20)) for text in TEXTS[:3]]
     run_together(engine, jobs)
-    assert engine.runner.max_rows_seen == 1
+    assert engine.runner.counters.max_rows == 1

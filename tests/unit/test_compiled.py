@@ -52,7 +52,7 @@ def test_compiled_gives_the_eager_codes_and_never_recompiles(eager, compiled):
     for e, a, t in zip(expected, alone, together):
         assert torch.equal(e, a) and torch.equal(e, t)
     assert [s.shape[0] for s in staggered] == [22 + 40 * i for i in range(4)]
-    assert compiled.runner.max_rows_seen >= 2
+    assert compiled.runner.counters.max_rows >= 2
 
 
 def test_compiled_cancel_frees_the_slot(compiled):

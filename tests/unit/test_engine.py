@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from helpers import msgs
+from helpers import msgs, run
 from model_pool.engine import HiggsEngine
 from model_pool.engine.stream_decoder import StreamDecoder
 from model_pool.engine.voice_cache import VoiceCache
@@ -16,8 +16,7 @@ MSGS = msgs("Hello world.")
 
 
 def frames_of(engine, params, messages=MSGS, cancel=None):
-    prompt = engine.encode_prompt(messages)
-    return torch.stack([s.frame for s in engine.generate(prompt, params, cancel) if s.frame is not None])
+    return run(engine, None, params, cancel, messages=messages)
 
 
 def test_greedy_matches_transformers_generate(engine, loaded):
@@ -112,7 +111,7 @@ def test_codes_reach_the_audio(engine):
 def test_stream_decoder_joins_to_one_shot_decode(engine, n):
     g = torch.Generator().manual_seed(n)
     frames = torch.randint(0, 1024, (n, 8), generator=g)
-    decoder = StreamDecoder(engine.codec.decode)
+    decoder = StreamDecoder(engine.codec.decode, engine.geometry.num_codebooks)
     pieces, first_at = [], None
     for i, frame in enumerate(frames):
         piece = decoder.push(frame)

@@ -10,17 +10,12 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from helpers import msgs, run
+from helpers import frames, msgs, run
 from model_pool.pool import ModelPool
 from model_pool.pool_loader import PoolLoader
 from model_pool.prompt.library import SceneLibrary, VoiceLibrary
 from model_pool.request import GenerationRequest, SamplingParams
 from model_pool.service import TTSService
-
-
-def frames(steps) -> torch.Tensor:
-    got = [s.frame for s in steps if s.frame is not None]
-    return torch.stack(got) if got else torch.zeros((0, 8), dtype=torch.long)
 
 VICTIM = "The victim's text, of a length nobody else has."
 SURVIVORS = [("Hello world.", SamplingParams(temperature=0, max_new_tokens=60)),
@@ -45,68 +40,31 @@ def is_victim(row) -> bool:
     return row is not None and getattr(row.prompt, "victim", False)
 
 
-def victim_slot(runner) -> int | None:
-    return next((slot for slot, row in enumerate(runner._slots) if is_victim(row)), None)
+def inject(stage: str, runner):
+    """Make the victim's row fail at `stage`, the way a real fault there would, through the runner's stage hook."""
+
+    def hook(at: str, row):
+        if not is_victim(row):
+            return
+        if stage == "non_finite" and at == "logits" and row.steps == 5:
+            runner.logits[row.slot] = float("nan")  # the forward produced garbage for this row alone
+        elif at == stage and (stage in ("prefill", "join") or row.steps == 5):
+            raise Injected(stage)
+
+    runner.stage_hook = hook
 
 
-def inject(stage: str, runner, monkeypatch):
-    """Make the victim's row fail at `stage`, the way a real fault there would."""
-    if stage == "prefill":
-        original = runner._prefill
-
-        def prefill(row, budget):
-            if is_victim(row):
-                raise Injected("prefill")
-            return original(row, budget)
-
-        monkeypatch.setattr(runner, "_prefill", prefill)
-    elif stage == "cache_merge":
-        original = runner.cache.insert
-
-        def insert(slot, prefilled, length):
-            if is_victim(runner._slots[slot]):
-                raise Injected("cache merge")
-            return original(slot, prefilled, length)
-
-        monkeypatch.setattr(runner.cache, "insert", insert)
-    elif stage == "noise":
-        original = runner.sampler.draw_noise
-
-        def draw_noise(slot, generator, params):
-            if slot == victim_slot(runner) and runner._slots[slot].steps == 5:
-                raise Injected("noise")
-            return original(slot, generator, params)
-
-        monkeypatch.setattr(runner.sampler, "draw_noise", draw_noise)
-    elif stage == "sampling":
-        original = runner.sampler.select
-
-        def select(rows, logits, ras_span, **kw):
-            slot = victim_slot(runner)
-            if slot is not None and slot in rows.tolist() and runner._slots[slot].steps == 5:
-                raise Injected("sampling")
-            return original(rows, logits, ras_span, **kw)
-
-        monkeypatch.setattr(runner.sampler, "select", select)
-    elif stage == "non_finite":
-        original = runner._step
-
-        def step(codes, window, *rest):
-            logits = original(codes, window, *rest)
-            slot = victim_slot(runner)
-            if slot is not None and runner._slots[slot].steps == 5:
-                logits = logits.clone()
-                logits[slot] = float("nan")
-            return logits
-
-        monkeypatch.setattr(runner, "_step", step)
+@pytest.fixture
+def hooked(engine_kind):
+    yield engine_kind
+    engine_kind.runner.stage_hook = None
 
 
-@pytest.mark.parametrize("stage", ["prefill", "cache_merge", "noise", "sampling", "non_finite"])
-def test_a_fault_fails_its_row_alone(engine_kind, stage, monkeypatch):
-    engine = engine_kind
+@pytest.mark.parametrize("stage", ["prefill", "join", "noise", "sample", "non_finite"])
+def test_a_fault_fails_its_row_alone(hooked, stage):
+    engine = hooked
     alone = [run(engine, text, params) for text, params in SURVIVORS]
-    inject(stage, engine.runner, monkeypatch)
+    inject(stage, engine.runner)
     results, errors = {}, {}
     barrier = threading.Barrier(3)
 
@@ -133,7 +91,7 @@ def test_a_fault_fails_its_row_alone(engine_kind, stage, monkeypatch):
         assert isinstance(errors["victim"], Injected)
     for i, expected in enumerate(alone):
         assert torch.equal(results[f"s{i}"], expected), f"survivor {i} changed"
-    monkeypatch.undo()
+    engine.runner.stage_hook = None
     assert run(engine, VICTIM, SamplingParams(temperature=0, max_new_tokens=20)).shape == (12, 8)  # slot reusable
 
 
@@ -144,8 +102,8 @@ def test_a_decoding_fault_fails_its_request_alone(engine, voice_dir, scene_dir, 
     expected = service.generate(job)
     decode = engine.codec.decode
 
-    def faulty(frames):
-        if threading.current_thread().name == "victim":
+    def faulty(frames):  # decoding runs in the victim's generation thread, named after its request id
+        if threading.current_thread().name == "generation-victim":
             raise Injected("decode")
         return decode(frames)
 
@@ -154,7 +112,7 @@ def test_a_decoding_fault_fails_its_request_alone(engine, voice_dir, scene_dir, 
 
     def work(name, text):
         j = service.prepare(GenerationRequest(text=text, scene_prompt="",
-                                              sampling=SamplingParams(temperature=0, max_new_tokens=80)))
+                                              sampling=SamplingParams(temperature=0, max_new_tokens=80)), name)
         try:
             results[name] = service.generate(j)
         except Injected as exc:
@@ -188,16 +146,28 @@ class SyncCounter(TorchDispatchMode):
 
 
 def test_one_host_transfer_per_step_whatever_the_rows(engine_kind, monkeypatch):
+    """Each decode step copies its report to the host exactly once, between sampling and the step's forward, and
+    nothing in the loop makes the host wait for the device (the dispatch mode sees every op the loop runs)."""
     runner = engine_kind.runner
     counter = SyncCounter()
-    original = runner._iterate
+    original_iterate, original_start, original_step = runner._iterate, runner.transfer.start, runner._step
+    order: list[str] = []
 
     def iterate():
         with counter:
-            original()
+            original_iterate()
+
+    def start(report):
+        order.append("transfer")
+        return original_start(report)
+
+    def step(*args):
+        order.append("forward")
+        return original_step(*args)
 
     monkeypatch.setattr(runner, "_iterate", iterate)
-    steps, transfers = runner.steps, runner.transfer.count
+    monkeypatch.setattr(runner.transfer, "start", start)
+    monkeypatch.setattr(runner, "_step", step)
     barrier = threading.Barrier(3)
     jobs = [(f"Row number {i} says hello.", SamplingParams(seed=i, max_new_tokens=40 + 10 * i)) for i in range(3)]
 
@@ -210,8 +180,8 @@ def test_one_host_transfer_per_step_whatever_the_rows(engine_kind, monkeypatch):
         t.start()
     for t in threads:
         t.join(120)
-    assert runner.steps - steps >= 60
-    assert runner.transfer.count - transfers == runner.steps - steps
+    assert order.count("forward") >= 60  # at least the longest row's steps
+    assert order == ["transfer", "forward"] * (len(order) // 2)  # one transfer before each forward, no other
     assert counter.ops > 1000 and counter.syncs == []  # the mode saw the loop's work, and no sync in it
 
 
@@ -228,15 +198,12 @@ def test_chunked_prefill_gives_the_whole_prompts_codes(loaded):
     params = SamplingParams(temperature=0, max_new_tokens=40)
     expected = frames(whole.generate(whole.encode_prompt(msgs(text)), params))
     pieces = []
-    original = chunked.runner._prefill
 
-    def spy(row, budget):
-        used = original(row, budget)
-        if row.prompt is prompt:
-            pieces.append(used)
-        return used
+    def spy(stage, row):  # the hook runs before each piece; the piece's size is what the row advanced by
+        if stage == "prefill" and row.prompt is prompt:
+            pieces.append(row.prefilled)
 
-    chunked.runner._prefill = spy
+    chunked.runner.stage_hook = spy
     # Chunks apply only while other rows run: keep one running so the second prompt is prefilled 7 at a time.
     running = threading.Event()
     background = threading.Thread(target=run, args=(chunked, "Background.", SamplingParams(temperature=0,
@@ -248,4 +215,5 @@ def test_chunked_prefill_gives_the_whole_prompts_codes(loaded):
         assert torch.equal(expected, frames(chunked.generate(prompt, params)))
     finally:
         background.join(120)
-    assert len(pieces) >= 4 and max(pieces) <= 7  # it really was prefilled in pieces
+    sizes = [b - a for a, b in zip(pieces, [*pieces[1:], prompt.input_ids.shape[0]])]
+    assert len(sizes) >= 4 and max(sizes) <= 7  # it really was prefilled in pieces

@@ -63,8 +63,8 @@ def test_oldest_chunks_leave_the_context_when_a_prompt_would_not_fit(loaded, voi
 def test_a_first_chunk_that_cannot_fit_is_refused_before_any_work(loaded, voice_dir, scene_dir):
     small = HiggsEngine(loaded, VoiceCache(), name="eager-256", max_batch_size=1, context_tokens=256)
     service = service_for(small, voice_dir, scene_dir)
-    steps = small.runner.steps
+    steps = small.runner.counters.steps
     with pytest.raises(ContextTooLong) as info:
         service.prepare(GenerationRequest(text="word " * 300, sampling=SamplingParams(max_new_tokens=64)))
     assert info.value.field == "text" and "context of 256 tokens" in info.value.message
-    assert small.runner.steps == steps
+    assert small.runner.counters.steps == steps

@@ -4,12 +4,13 @@ import time
 import pytest
 
 from model_pool.errors import PoolBusy
+from model_pool.lifecycle import LifecycleError
 from model_pool.pool import ModelPool, split_cpu_threads
 
 
 class FakeEngine:
-    def __init__(self, name, device="cpu"):
-        self.name, self.device = name, device
+    def __init__(self, name, device="cpu", capacity=1):
+        self.name, self.device, self.capacity = name, device, capacity
 
 
 def test_lend_returns_instance_after_exception():
@@ -90,12 +91,15 @@ def test_admission_holds_a_place_until_the_request_ends():
         pool.admit()
     with pool.lend(1, reservation=first):
         assert pool.stats()["admitted"] == 2
-    assert pool.stats()["admitted"] == 1
-    del second  # dropped unused
-    assert pool.stats()["admitted"] == 0
+    assert pool.stats()["admitted"] == 2  # the owner of a reservation releases it, not lend()
+    first.release()
+    assert pool.stats()["admitted"] == 1 and pool.leaks == 0
+    del second  # dropped unreleased: reclaimed, and counted as the leak it is
+    assert pool.stats()["admitted"] == 0 and pool.leaks == 1
     third = pool.admit()
     third.release()
-    third.release()  # once only
+    with pytest.raises(LifecycleError):  # a second release is a bug, never a silent no-op
+        third.release()
     assert pool.stats()["admitted"] == 0
 
 
@@ -110,7 +114,7 @@ def test_cpu_threads_are_split_between_instances():
 class BatchingEngine(FakeEngine):
     def __init__(self, name, slots):
         super().__init__(name)
-        self.runner = type("Runner", (), {"max_batch_size": slots})()
+        self.capacity = slots
 
 
 def test_batch_slots_spread_requests_over_instances():
