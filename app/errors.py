@@ -23,14 +23,6 @@ from model_pool.errors import HiggsError, InvalidRequest, StorageError
 log = logging.getLogger("higgs.errors")
 
 
-class Unauthorized(HiggsError):
-    http_status = 401
-
-
-class PayloadTooLarge(InvalidRequest):
-    http_status = 413
-
-
 class UnknownModel(HiggsError):
     http_status = 404
 
@@ -39,9 +31,21 @@ class UnknownModel(HiggsError):
         self.field = "model"
 
 
+class PayloadTooLarge(InvalidRequest):
+    """A body or an upload over its size limit, refused before it is read further."""
+
+    http_status = 413
+
+
 class StreamAborted(Exception):
     """Raised inside an audio body after its first byte: the server drops the connection (no final chunk),
     so the client sees a broken transfer instead of a short file that looks whole."""
+
+
+class Unauthorized(HiggsError):
+    """No API key, or the wrong one (app/auth.py)."""
+
+    http_status = 401
 
 
 def status_for(error: Exception) -> int:

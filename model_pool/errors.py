@@ -108,6 +108,8 @@ class StorageError(HiggsError):
 
 
 class StorageFull(StorageError):
+    """No space left on the library's filesystem (or its quota is spent)."""
+
     http_status = 507
 
 
