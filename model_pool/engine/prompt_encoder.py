@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..defaults import MAX_RAS_WINDOW
 from ..prompt.planner import Audio, AudioSource, Turn, User
 
 _SENTINEL = re.compile("\ue000(\\d+)\ue001")
@@ -34,6 +35,10 @@ class EncodedPrompt:
     input_ids: torch.Tensor  # [length], on the CPU
     audio_ids: torch.Tensor | None  # [audio tokens, codebooks], delay pattern applied
     audio_positions: list[int]  # audio placeholders before each token, [length + 1] (chunked prefill)
+    # The last columns of the assistant turns' audio (reference clips, earlier chunks), delay pattern applied: where
+    # upstream's RAS window starts (its audio-out sequence; scene-block clips are audio-in there). At most
+    # MAX_RAS_WINDOW columns, the most a window looks back.
+    audio_out_tail: torch.Tensor | None = None
 
     def audio_before(self, position: int) -> int:
         return self.audio_positions[position]
@@ -55,9 +60,12 @@ class PromptEncoder:
         self._special_ids = dict(added)
         self._special = re.compile("|".join(re.escape(t) for t in sorted(added, key=len, reverse=True)))
 
-    def _messages(self, turns: list[Turn]) -> tuple[list[dict], list[str], list[AudioSource]]:
+    def _messages(self, turns: list[Turn]) -> tuple[list[dict], list[str], list[AudioSource], list[bool]]:
+        """The template's messages, the client strings, the audio sources in prompt order, and which of them are
+        assistant audio."""
         strings: list[str] = []
         sources: list[AudioSource] = []
+        assistant: list[bool] = []
 
         def compose(parts) -> str:
             out = []
@@ -68,6 +76,7 @@ class PromptEncoder:
                 elif isinstance(part, Audio):
                     out.append(self.audio_in_markup)
                     sources.append(part.source)
+                    assistant.append(False)
                 else:
                     out.append(part)
             return "".join(out)
@@ -76,11 +85,12 @@ class PromptEncoder:
         for turn in turns:
             if turn.role == "assistant":
                 sources.append(turn.items[0][0].source)
+                assistant.append(True)
                 messages.append({"role": "assistant", "content": [{"type": "audio"}]})
             else:
                 messages.append({"role": turn.role,
                                  "content": [{"type": "text", "text": compose(item)} for item in turn.items]})
-        return messages, strings, sources
+        return messages, strings, sources, assistant
 
     def _render(self, messages: list[dict]) -> str:
         return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
@@ -88,7 +98,7 @@ class PromptEncoder:
 
     def render(self, turns: list[Turn]) -> str:
         """The prompt as text (client strings in place, audio placeholders unexpanded): for logs and tests."""
-        messages, strings, _ = self._messages(turns)
+        messages, strings, _, _ = self._messages(turns)
         return _SENTINEL.sub(lambda m: strings[int(m.group(1))], self._render(messages))
 
     def _plain(self, piece: str, strings: list[str]) -> list[int]:
@@ -98,7 +108,7 @@ class PromptEncoder:
         return self.tokenizer(text, add_special_tokens=False, split_special_tokens=True)["input_ids"]
 
     def encode(self, turns: list[Turn]) -> EncodedPrompt:
-        messages, strings, sources = self._messages(turns)
+        messages, strings, sources, assistant = self._messages(turns)
         rendered = self._render(messages)
         delayed = [self._delayed(self._codes_for(s)) for s in sources]
         ids: list[int] = []
@@ -120,8 +130,10 @@ class PromptEncoder:
         positions = [0]
         for token in ids:
             positions.append(positions[-1] + (token in self.audio_ids))
+        out = [clip for clip, out in zip(delayed, assistant) if out]
+        tail = torch.cat(out)[-MAX_RAS_WINDOW:].clone() if out else None
         return EncodedPrompt(torch.tensor(ids, dtype=torch.long), torch.cat(delayed) if delayed else None,
-                             positions)
+                             positions, tail)
 
     def _delayed(self, codes: torch.Tensor) -> torch.Tensor:
         """codes [frames, codebooks] -> stream begin + codes + stream end, delay pattern applied: [frames + 9, cb]."""

@@ -1,25 +1,33 @@
 """Code selection for a whole batch at once, on the device: the delay pattern, temperature / top-k / top-p, RAS and
 the stream end, with per-request randomness.
 
-Every row owns a torch.Generator, used only to draw its noise: exponential variates q, one set for the draw (when the
-row samples) and one for a RAS redraw (when it uses RAS). Sampling is argmax(p / q), which is what torch.multinomial does for one sample, so a seeded row
-gives the same codes alone or in any batch, and batching never mixes two requests' random streams.
+Randomness, as Boson's reference draws it (modeling_higgs_audio.py, _sample_audio_tokens): a row that samples draws
+once per step with its own generator, seeded with the request's seed, from step 1 on (step 0 is the stream-begin
+column, which the reference never samples). A draw is argmax(p / q) with q exponential noise from that generator,
+which is what torch.multinomial does for one sample, so a seeded row gives the reference's codes for that seed, alone
+or in any batch. RAS redraws take their noise from a second generator of the row (seeded from the request's seed, or
+from a fixed seed when it has none), drawn every step whether or not a code is redrawn (knowing that would cost a
+host sync per step): the main stream never shifts, so the codes stay the reference's up to its first redraw, where
+the reference takes its redraw from the main stream.
 
 All per-row state (step, stream end, RAS history, parameters) lives in device tensors that change only when a row
-joins; a step needs no host round trip. `select` is a pure function of its inputs, so a failure while sampling
-can be retried row by row and pinned on the row that caused it.
+joins or starts; a step needs no host round trip. `select` is a pure function of its inputs, so a failure while
+sampling can be retried row by row and pinned on the row that caused it.
 
 Delay pattern: codebook k is k steps late. At step t every codebook k >= t may only emit the stream-begin code.
 Stream end, as the original engine does it: when the stream-end code first appears at step s, in codebook k at the
 lowest, frame s-k is the end frame; codebooks below k end at once, and every later code that belongs to a frame
 after the end frame is the end code. Frames before the end frame are complete k + 6 steps later; the row finishes
-then (upstream drops the end frame and everything after it). RAS (repetition-aware sampling): a code already used
-`ras_win_max_num_repeat` times in the row's last `ras_win_len` steps of that codebook is redrawn from the
-untempered distribution; both references apply it after argmax too.
+then (upstream drops the end frame and everything after it). RAS (repetition-aware sampling), as the reference: a
+code that occurs `ras_win_max_num_repeat` times among the last `ras_win_len` columns of the row's audio sequence in
+its codebook is redrawn from the untempered distribution, after argmax too. That sequence starts with the prompt's
+assistant audio (a reference clip, the previous chunk), stream-begin and stream-end codes included, so early in a
+generation the window reaches into the prompt.
 """
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 from dataclasses import dataclass
 
@@ -42,11 +50,35 @@ class Selection:
 REPORT_EMIT, REPORT_FINISHED, REPORT_BAD = -3, -2, -1
 
 
-def row_generator(seed: int | None, device: torch.device) -> torch.Generator:
-    """The row's own random stream: its seed, or a random one."""
+@dataclass
+class RowRandom:
+    """A row's own randomness and the audio its RAS window starts with, made when the request is submitted."""
+
+    draw: torch.Generator | None  # the sampling draws (None: greedy)
+    redraw: torch.Generator | None  # RAS redraws (None: RAS off)
+    context: torch.Tensor | None  # [columns, codebooks]: the prompt's trailing assistant audio, delay pattern applied
+
+
+def redraw_seed(seed: int | None) -> int:
+    """The RAS generator's seed: derived from the request's seed (never equal to it, so a redraw is not the draw it
+    replaces), fixed when there is none (greedy requests repeat)."""
+    digest = hashlib.blake2b(f"ras redraw {seed if seed is not None else 'fixed'}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") >> 1
+
+
+def _generator(seed: int, device: torch.device) -> torch.Generator:
     generator = torch.Generator(device=device)
-    generator.manual_seed(seed if seed is not None else secrets.randbits(63))
+    generator.manual_seed(seed)
     return generator
+
+
+def row_generator(params: SamplingParams, prompt, device: torch.device) -> RowRandom:
+    """The row's generators (its seed, or a random one, for the draws) and its prompt's RAS context."""
+    samples = params.temperature >= MIN_TEMPERATURE
+    seed = params.seed if params.seed is not None else secrets.randbits(63)
+    return RowRandom(_generator(seed, device) if samples else None,
+                     _generator(redraw_seed(params.seed), device) if params.ras_win_len else None,
+                     prompt.audio_out_tail if params.ras_win_len else None)
 
 
 class BatchSampler:
@@ -70,6 +102,7 @@ class BatchSampler:
         self.ras_repeat = torch.ones(slots, **long)
         self.min_new = torch.zeros(slots, **long)
         self.max_new = torch.ones(slots, **long)
+        self.prior = torch.zeros(slots, **long)  # prompt columns in the ring before step 0 (the RAS context)
         self.noise = torch.ones((slots, 2, num_codebooks, codebook_size), dtype=torch.float32, device=device)
         self._vocab = torch.arange(codebook_size, device=device)
         self._codebooks = torch.arange(num_codebooks, device=device)
@@ -82,19 +115,27 @@ class BatchSampler:
             self.step: 0, self.end: -1, self.greedy: greedy, self.temperature: 1.0 if greedy else params.temperature,
             self.top_k: params.top_k if params.top_k else self.V, self.top_p: params.top_p or 1.0,
             self.ras_len: params.ras_win_len or 0, self.ras_repeat: params.ras_win_max_num_repeat,
-            self.min_new: params.min_new_tokens, self.max_new: params.max_new_tokens,
+            self.min_new: params.min_new_tokens, self.max_new: params.max_new_tokens, self.prior: 0,
         }
         for tensor, value in values.items():
             tensor[slot] = value
         self.history[slot] = 0
 
-    def draw_noise(self, slot: int, generator: torch.Generator, params: SamplingParams) -> None:
-        """The row's noise for one step: for the draw when it samples, for the redraw when it uses RAS. Whether a
-        row draws depends only on its own parameters, so its random stream is the same in any batch."""
-        if params.temperature >= MIN_TEMPERATURE:
-            self.noise[slot, 0].exponential_(1.0, generator=generator)
-        if params.ras_win_len:
-            self.noise[slot, 1].exponential_(1.0, generator=generator)
+    def draw_noise(self, slot: int, row: RowRandom, step: int) -> None:
+        """The row's noise for step `step`: for the draw when it samples, for the redraw when it uses RAS. Whether a
+        row draws depends only on its own parameters, so its random streams are the same in any batch. The
+        stream-begin step (0) draws nothing, as the reference samples nothing there; it loads the prompt's audio
+        that the RAS window starts with instead (the ring's slots before step 0)."""
+        if step == 0:
+            columns = 0 if row.context is None else min(row.context.shape[0], self.R)
+            if columns:
+                self.history[slot, self.R - columns:] = row.context[-columns:].to(self.device)
+            self.prior[slot] = columns
+            return
+        if row.draw is not None:
+            self.noise[slot, 0].exponential_(1.0, generator=row.draw)
+        if row.redraw is not None:
+            self.noise[slot, 1].exponential_(1.0, generator=row.redraw)
 
     def commit(self, rows: torch.Tensor, selection: Selection) -> None:
         """Store the state `select` computed for `rows` (index tensor)."""
@@ -126,12 +167,12 @@ class BatchSampler:
         if sampling:
             codes = self._sampled(rows, x, codes, noise, use_top_k, use_top_p, bad)
 
-        if ras_span > 0:  # RAS over the last min(ras_len, step) codes of each codebook
-            ages = self._ages[:ras_span]
-            ring = (t.unsqueeze(1) - ages.unsqueeze(0)) % self.R  # [rows, span], newest first
+        if ras_span > 0:  # RAS over the last ras_len columns of each codebook, the prompt's context included
+            ages = self._ages[:ras_span].unsqueeze(0)
+            ring = (t.unsqueeze(1) - ages) % self.R  # [rows, span], newest first
             past = self.history[rows].gather(1, ring.unsqueeze(2).expand(-1, -1, K))
-            live = (ages.unsqueeze(0) <= t.unsqueeze(1)) & (ages.unsqueeze(0) <= self.ras_len[rows].unsqueeze(1))
-            counted = (past == codes.unsqueeze(1)) & live.unsqueeze(2) & (past != bos) & (past != eos)
+            live = (ages <= (t + self.prior[rows]).unsqueeze(1)) & (ages <= self.ras_len[rows].unsqueeze(1))
+            counted = (past == codes.unsqueeze(1)) & live.unsqueeze(2)
             repeated = counted.sum(dim=1) >= self.ras_repeat[rows].unsqueeze(1)
             redrawn = (x.softmax(dim=-1) / noise[:, 1]).argmax(dim=-1)
             codes = torch.where(repeated, redrawn, codes)

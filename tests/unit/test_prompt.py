@@ -224,6 +224,21 @@ def test_a_cloned_voice_puts_its_own_codes_in_the_prompt(engine, planner):
     assert torch.equal(held, belinda)
 
 
+def test_the_ras_context_is_the_assistant_audio_only(engine, planner):
+    """Upstream's RAS window starts in its audio-out sequence: the assistant turns' audio (a clone's reference, the
+    previous chunk), not the scene block's clips (audio-in there)."""
+    clone = engine.encode_prompt(planner.plan(GenerationRequest(text="Hi", ref_audio="belinda")).conversation(0, []))
+    assert torch.equal(clone.audio_out_tail, clone.audio_ids)  # one clip, 59 columns
+    scene = engine.encode_prompt(planner.plan(GenerationRequest(text="Hi", ref_audio="mute")).conversation(0, []))
+    assert scene.audio_ids is not None and scene.audio_out_tail is None
+    plan = planner.plan(GenerationRequest(**LONG_FORM, ref_audio="belinda"))
+    previous = torch.arange(24).view(3, 8)
+    chunk = engine.encode_prompt(plan.conversation(2, [torch.zeros((3, 8), dtype=torch.long), previous]))
+    last = chunk.audio_out_tail[-(3 + 9):]  # the previous chunk's 3 frames + stream begin/end + 7 delay columns
+    assert torch.equal(torch.stack([last[1 + k: 4 + k, k] for k in range(8)], dim=1), previous)
+    assert chunk.audio_out_tail.shape[0] == chunk.audio_ids.shape[0]  # everything: under MAX_RAS_WINDOW
+
+
 def test_encoded_prompt_expands_audio_with_delay_pattern(engine, planner):
     plan = planner.plan(GenerationRequest(text="Hi", ref_audio="belinda"))
     prompt = engine.encode_prompt(plan.conversation(0, []))
