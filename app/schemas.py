@@ -164,6 +164,10 @@ class GenerateResponseSchema(ma.Schema):
     sampling_rate = fields.Integer()
     duration = fields.Float(metadata={"description": "seconds: samples / sampling_rate"})
     generated_text = fields.String()
+    seed = fields.Integer(allow_none=True, metadata={"description": "the seed used (chosen by the server when the "
+                                                                   "request gave none; null for greedy requests, "
+                                                                   "which repeat without one): send it back to "
+                                                                   "reproduce this audio"})
 
 
 class VoiceSchema(ma.Schema):

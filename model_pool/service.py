@@ -13,10 +13,11 @@ are the same samples.
 from __future__ import annotations
 
 import logging
+import secrets
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -26,6 +27,7 @@ from .defaults import (
     DEFAULT_MAX_TEXT_CHARS,
     DEFAULT_QUEUE_TIMEOUT,
     MAX_SPEAKERS,
+    MIN_TEMPERATURE,
 )
 from .engine.prompt_encoder import EncodedPrompt
 from .engine.stream_decoder import StreamDecoder
@@ -49,6 +51,20 @@ class PreparedJob:
     request_id: str
     text: str  # the text as submitted
     first_prompt: EncodedPrompt | None = None  # chunk 0's prompt, encoded (and measured) by prepare()
+
+    @property
+    def seed(self) -> int | None:
+        """The seed the generation uses (chosen by prepare() when the client gave none); None when greedy."""
+        return self.sampling.seed
+
+
+def with_seed(sampling: SamplingParams) -> SamplingParams:
+    """A sampled request without a seed gets one now, so the seed it used can be reported and the take reproduced.
+    Below 2**32, so a browser's JavaScript (53-bit integers) keeps it exact. Greedy requests keep none: they repeat
+    without one (their RAS redraws use a fixed seed)."""
+    if sampling.seed is not None or sampling.temperature < MIN_TEMPERATURE:
+        return sampling
+    return replace(sampling, seed=secrets.randbits(32))
 
 
 def fits(prompt: EncodedPrompt, sampling: SamplingParams, context_tokens: int) -> bool:
@@ -106,7 +122,7 @@ class TTSService:
             if not fits(prompt, sampling, engine.context_tokens):
                 raise ContextTooLong(int(prompt.input_ids.shape[0]), sampling.max_new_tokens, engine.context_tokens,
                                      name("text"))
-        return PreparedJob(plan, sampling, request_id, request.text, prompts[0])
+        return PreparedJob(plan, with_seed(sampling), request_id, request.text, prompts[0])
 
     def pool(self) -> ModelPool:
         """The loaded pool, or NotReady (503) while it loads or after it failed."""

@@ -30,6 +30,7 @@ def whole_file(args: dict, endpoint: str, clip=None) -> dict:
         "sampling_rate": SAMPLE_RATE,
         "duration": samples.shape[0] / SAMPLE_RATE,
         "generated_text": job.text,
+        "seed": job.seed,
     }
 
 

@@ -108,10 +108,11 @@ def speech(args: dict) -> Response:
     job, handle = start_job(fields, "/v1/audio/speech", "speech", names=SPEECH_NAMES)
     events = handle.events(client_watch())
     if args["stream_format"] == "sse":
-        return stream_response(speech_events(job, events, handle.stats, encoder), "text/event-stream", handle)
+        return stream_response(speech_events(job, events, handle.stats, encoder), "text/event-stream", handle,
+                               job.seed)
     try:
         body = primed_audio(events, encoder, job.request_id)
     except BaseException:
         handle.close()  # failed before the first byte: the handle ends here, with what the events reached
         raise
-    return stream_response(body, encoder.mime, handle)
+    return stream_response(body, encoder.mime, handle, job.seed)

@@ -43,7 +43,7 @@ def spec_events(job, events: Iterator[Event], stats: GenerationStats) -> Iterato
             index += 1
         elif event.kind == "done":
             yield sse({"type": "done", "success": True, "duration": stats.samples / SAMPLE_RATE,
-                       "sampling_rate": SAMPLE_RATE, "generated_text": job.text}, "done")
+                       "sampling_rate": SAMPLE_RATE, "generated_text": job.text, "seed": job.seed}, "done")
         else:
             yield sse({"type": "error", "message": public_message(event.error), "request_id": job.request_id},
                       "error")

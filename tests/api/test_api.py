@@ -275,3 +275,26 @@ def test_top_k_is_bounded_by_the_checkpoints_codebook(client):
     r = client.post("/generate", json={"text": "Hi", "top_k": 1027, "max_new_tokens": 20})
     assert r.status_code == 400 and r.json["field"] == "top_k" and "1026" in r.json["message"]
     assert client.post("/generate", json={"text": "Hi", "top_k": 1026, "max_new_tokens": 20}).status_code == 200
+
+
+def test_the_seed_used_is_reported_so_any_take_can_be_reproduced(client):
+    body = {"text": "Hi there.", "max_new_tokens": 40}
+    first = client.post("/generate", json=body).json
+    assert isinstance(first["seed"], int) and 0 <= first["seed"] < 2**32  # chosen by the server, exact in JS
+    again = client.post("/generate", json={**body, "seed": first["seed"]}).json
+    assert again["seed"] == first["seed"] and again["audio_base64"] == first["audio_base64"]
+    other = client.post("/generate", json=body).json
+    assert other["seed"] != first["seed"]  # each unseeded request gets its own
+    done = dict(parse_sse(client.post("/generate-stream", json={**body, "seed": 7}).get_data(as_text=True)))["done"]
+    assert done["seed"] == 7
+    assert client.post("/generate", json={**body, "temperature": 0}).json["seed"] is None  # greedy: none needed
+
+
+def test_v1_speech_reports_the_seed_in_a_header(client):
+    body = {"model": "tts-1", "input": "Hi there.", "response_format": "wav", "max_new_tokens": 40}
+    first = client.post("/v1/audio/speech", json=body)
+    seed = int(first.headers["X-Seed"])
+    again = client.post("/v1/audio/speech", json={**body, "seed": seed})
+    assert again.headers["X-Seed"] == str(seed) and again.data == first.data
+    sse = client.post("/v1/audio/speech", json={**body, "response_format": "pcm", "stream_format": "sse"})
+    assert int(sse.headers["X-Seed"]) >= 0
