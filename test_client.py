@@ -18,6 +18,7 @@ import json
 import sys
 import time
 import wave
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import requests
@@ -33,6 +34,13 @@ class CheckFailed(Exception):
 def check(condition: bool, message: str) -> None:
     if not condition:
         raise CheckFailed(message)
+
+
+def check_status(r: requests.Response, what: str) -> None:
+    """A 200, or a failure that shows the body. The body is read only on failure: reading it first would wait for a
+    stream's whole generation."""
+    if r.status_code != 200:
+        raise CheckFailed(f"{what} answered {r.status_code}: {r.text[:300]}")
 
 
 def wav_info(data: bytes) -> tuple[int, int, float]:
@@ -59,7 +67,7 @@ def test_basic(client: requests.Session, url: str, max_new_tokens: int) -> str:
     r = client.post(f"{url}/generate", json={"text": "Hello, this is a test of the HiggsAudio API.",
                                              "temperature": 0.7, "max_new_tokens": max_new_tokens, "seed": 12345},
                     timeout=600)
-    check(r.status_code == 200, f"/generate answered {r.status_code}: {r.text[:300]}")
+    check_status(r, "/generate")
     result = r.json()
     check(result["success"] is True, "/generate did not report success")
     audio = base64.b64decode(result["audio_base64"])
@@ -78,7 +86,7 @@ def test_voice_clone(client: requests.Session, url: str, max_new_tokens: int) ->
     voice = "belinda" if "belinda" in voices else voices[0]
     r = client.post(f"{url}/generate", json={"text": "Hello, this is a cloned voice.", "ref_audio": voice,
                                              "max_new_tokens": max_new_tokens, "seed": 7}, timeout=600)
-    check(r.status_code == 200, f"/generate with ref_audio={voice} answered {r.status_code}: {r.text[:300]}")
+    check_status(r, f"/generate with ref_audio={voice}")
     audio = base64.b64decode(r.json()["audio_base64"])
     path = save(f"voice_clone_{voice}.wav", audio)
     missing = client.post(f"{url}/generate", json={"text": "Hi", "ref_audio": "no_such_voice_xyz"}, timeout=10)
@@ -87,7 +95,7 @@ def test_voice_clone(client: requests.Session, url: str, max_new_tokens: int) ->
     up = client.post(f"{url}/generate-upload", data={"text": "Cloned from an upload.",
                                                       "max_new_tokens": str(max_new_tokens), "seed": "3"},
                      files=files, timeout=600)
-    check(up.status_code == 200, f"/generate-upload answered {up.status_code}: {up.text[:300]}")
+    check_status(up, "/generate-upload")
     save("voice_clone_upload.wav", base64.b64decode(up.json()["audio_base64"]))
     return f"named voice '{voice}' and an upload -> {path}"
 
@@ -109,31 +117,46 @@ def read_sse(response: requests.Response):
             data.append(line[5:].strip())
 
 
-def test_streaming(client: requests.Session, url: str, max_new_tokens: int) -> str:
+@dataclass
+class StreamResult:
+    events: list[str] = field(default_factory=list)
+    pcm: bytearray = field(default_factory=bytearray)
+    first_audio_s: float | None = None  # from sending the request to the first audio event
+    total_s: float = 0.0  # from sending the request to the end of the stream
+
+
+def stream(client: requests.Session, url: str, body: dict) -> StreamResult:
+    """POST /generate-stream and read its events as they arrive, timing the first audio."""
+    result = StreamResult()
     started = time.perf_counter()
-    first_audio = None
-    pcm = bytearray()
-    kinds = []
-    with client.post(f"{url}/generate-stream", json={"text": "Streaming test.", "max_new_tokens": max_new_tokens,
-                                                     "seed": 99}, stream=True, timeout=600) as r:
-        check(r.status_code == 200, f"/generate-stream answered {r.status_code}: {r.text[:300]}")
+    with client.post(f"{url}/generate-stream", json=body, stream=True, timeout=600) as r:
+        check_status(r, "/generate-stream")
         check(r.headers.get("Content-Type", "").startswith("text/event-stream"), "not an event stream")
         for event, data in read_sse(r):
-            kinds.append(event)
+            result.events.append(event)
             if event == "audio":
-                first_audio = first_audio or time.perf_counter() - started
-                pcm += base64.b64decode(data["audio_base64"])
+                if result.first_audio_s is None:
+                    result.first_audio_s = time.perf_counter() - started
+                result.pcm += base64.b64decode(data["audio_base64"])
                 print(f"  audio #{data['index']}: {data['samples']} samples, "
                       f"{data['progress']['generated_tokens']}/{data['progress']['max_new_tokens']} tokens")
             elif event == "error":
                 raise CheckFailed(f"stream error: {data['message']}")
+    result.total_s = time.perf_counter() - started
+    return result
+
+
+def test_streaming(client: requests.Session, url: str, max_new_tokens: int) -> str:
+    result = stream(client, url, {"text": "Streaming test.", "max_new_tokens": max_new_tokens, "seed": 99})
+    kinds = result.events
     check(kinds[:1] == ["start"] and kinds[-1:] == ["done"], f"unexpected event order: {kinds}")
     check(kinds.count("audio") >= 1, "no audio events")
     buffer = io.BytesIO()
     with wave.open(buffer, "wb") as w:
-        w.setnchannels(1), w.setsampwidth(2), w.setframerate(24000), w.writeframes(bytes(pcm))
+        w.setnchannels(1), w.setsampwidth(2), w.setframerate(24000), w.writeframes(bytes(result.pcm))
     path = save("streaming.wav", buffer.getvalue())
-    return f"{kinds.count('audio')} audio events, first after {first_audio:.2f}s -> {path}"
+    return (f"{kinds.count('audio')} audio events, first audio after {result.first_audio_s:.2f}s of "
+            f"{result.total_s:.2f}s -> {path}")
 
 
 def main(argv: list[str] | None = None) -> int:
