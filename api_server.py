@@ -7,6 +7,7 @@ gunicorn.conf.py. Every flag can also be given as an environment variable (e.g. 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import sys
 import tempfile
@@ -15,6 +16,23 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
+# What the server cannot start without; requirements.txt has the full list (with versions).
+NEEDED = ("gunicorn", "flask", "flask_smorest", "marshmallow", "torch", "transformers", "av", "soundfile")
+
+
+def check_installed(python: str = sys.executable) -> None:
+    """Refuse to start, before announcing anything, in a Python that lacks the server's packages (a bare `python`
+    outside the project's virtual environment): gunicorn would otherwise fail after "Serving on ..."."""
+    missing = [name for name in NEEDED if importlib.util.find_spec(name) is None]
+    if missing:
+        raise SystemExit(
+            f"{python} lacks the server's packages ({', '.join(missing)} not installed). Start it with `make run` "
+            f"(creates .venv and installs requirements.txt), or run `.venv/bin/python api_server.py` once `make run` "
+            f"or `make demo` has installed them.")
+
+
+if __name__ == "__main__":
+    check_installed()
 
 from app.settings import Settings  # noqa: E402
 
