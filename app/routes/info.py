@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from model_pool.engine.loader import device_names
+
 from ..runtime import runtime
 from ..schemas import InfoSchema, ScenesSchema, VoicesSchema
 from . import Blueprint
@@ -21,6 +25,11 @@ SUPPORTED_FEATURES = [
 ]
 
 
+def random_weights(model_path: str) -> bool:
+    """model_pool.tiny (`make demo`, the tests) writes TINY_CHECKPOINT.json beside the model directory it builds."""
+    return (Path(model_path).parent / "TINY_CHECKPOINT.json").is_file()
+
+
 @blp.route("/info", methods=["GET"])
 @blp.response(200, InfoSchema)
 def info():
@@ -29,7 +38,9 @@ def info():
     return {
         "model_name": rt.settings.model_path,
         "audio_tokenizer": rt.settings.audio_tokenizer_path,
-        "device": ",".join(status["devices"]) or rt.settings.device,
+        # The devices in use; before a load (or after a failed one), the devices --device means here.
+        "device": ",".join(status["devices"] or device_names(rt.settings.device)),
+        "random_weights": random_weights(rt.settings.model_path),
         "is_loaded": status["pool"] is not None,
         "load_error": status["load_error"],
         "max_new_tokens": rt.settings.max_new_tokens,

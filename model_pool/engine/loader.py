@@ -58,20 +58,67 @@ class LoadedModel:
     device: torch.device
 
 
+def device_names(spec: str) -> list[str]:
+    """The devices `spec` means on this machine, as names (what /info shows before a model is loaded)."""
+    try:
+        return [str(d) for d in resolve_devices(spec)]
+    except ModelLoadError:
+        return [spec]
+
+
 def _offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
 
 
-def _explain(what: str, path: str, exc: Exception) -> ModelLoadError:
+def _hub_reachable(timeout: float = 5.0) -> bool:
+    """One request to the hub, through huggingface_hub's own client (its proxy settings). Any answer means the hub
+    is there; no answer within `timeout` (no DNS, no route, a firewall) means it is not."""
+    from huggingface_hub import constants
+    from huggingface_hub.utils import get_session
+
+    try:
+        get_session().head(constants.ENDPOINT, timeout=timeout)
+        return True
+    except Exception as exc:  # the client's connection and timeout errors (httpx), whatever their version
+        log.warning("the model hub %s cannot be reached (%s): loading from the local cache only",
+                    constants.ENDPOINT, f"{type(exc).__name__}: {exc}".splitlines()[0][:200])
+        return False
+
+
+def _hub_logs_once() -> None:
+    """huggingface_hub gives its logger a stderr handler of its own and lets its records propagate as well: where
+    the root logger has handlers (the server's), every hub warning would be printed twice."""
+    hub_logger = logging.getLogger("huggingface_hub")
+    if hub_logger.propagate and logging.getLogger().handlers:
+        for handler in list(hub_logger.handlers):
+            hub_logger.removeHandler(handler)
+
+
+def _hub_options(*paths: str) -> dict:
+    """from_pretrained options for this load. A hub id with the hub unreachable loads from the local cache only
+    (offline), in seconds: otherwise the hub client retries every file with backoff (about a minute) before the
+    same failure, with a warning per retry."""
+    _hub_logs_once()
+    if _offline() or all(Path(p).exists() for p in paths):
+        return {}
+    return {} if _hub_reachable() else {"local_files_only": True}
+
+
+def _explain(what: str, path: str, exc: Exception, options: dict) -> ModelLoadError:
     cause = f"{type(exc).__name__}: {exc}".strip()
-    first_line = cause.splitlines()[0][:400]
+    first_line = cause.splitlines()[0][:400].rstrip(". ")
     message = f"cannot load {what} from '{path}': {first_line}"
     if not Path(path).exists():
-        reason = "offline mode (HF_HUB_OFFLINE is set)" if _offline() else "not a local directory"
+        if _offline():
+            reason = "offline mode (HF_HUB_OFFLINE is set), and the local cache has no copy"
+        elif options.get("local_files_only"):
+            reason = "the model hub cannot be reached, and the local cache has no copy"
+        else:
+            reason = "it is not a local directory, and the model hub failed"
         message += (
-            f". '{path}' is {reason}, so it must come from the model hub, which failed"
-            " (no network?). Pass a local directory with --model-path / --audio-tokenizer-path"
-            " (`make demo` builds a tiny offline checkpoint)."
+            f". '{path}' must come from the model hub: {reason}. Download both checkpoints on a machine with access"
+            " and pass their directories with --model-path / --audio-tokenizer-path (README, \"The real model\"),"
+            " or try `make demo` (a tiny offline checkpoint)."
         )
     return ModelLoadError(message)
 
@@ -104,26 +151,27 @@ def load(model_path: str, audio_tokenizer_path: str, device: torch.device) -> Lo
     )
 
     dtype = dtype_for(device)
+    hub = _hub_options(model_path, audio_tokenizer_path)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(model_path)
+        tokenizer = AutoTokenizer.from_pretrained(model_path, **hub)
         model, info = HiggsAudioV2ForConditionalGeneration.from_pretrained(model_path, dtype=dtype,
-                                                                            output_loading_info=True)
+                                                                            output_loading_info=True, **hub)
     except Exception as exc:  # transformers raises OSError, ValueError, HTTP errors...
-        raise _explain("the model", model_path, exc) from exc
+        raise _explain("the model", model_path, exc, hub) from exc
     _refuse_partial("the model", model_path, info)
     try:
         # float32 explicitly: the codec's encoder casts its input to float32, and its convolutions are small.
         audio_tokenizer, info = HiggsAudioV2TokenizerModel.from_pretrained(
-            audio_tokenizer_path, dtype=torch.float32, output_loading_info=True)
+            audio_tokenizer_path, dtype=torch.float32, output_loading_info=True, **hub)
         try:
-            feature_extractor = DacFeatureExtractor.from_pretrained(audio_tokenizer_path)
+            feature_extractor = DacFeatureExtractor.from_pretrained(audio_tokenizer_path, **hub)
         except OSError:
             # The codec repo may ship no preprocessor config; these are the values the processor expects.
             feature_extractor = DacFeatureExtractor(
                 feature_size=1, hop_length=1, padding_side="right", padding_value=0.0, sampling_rate=24000
             )
     except Exception as exc:
-        raise _explain("the audio tokenizer", audio_tokenizer_path, exc) from exc
+        raise _explain("the audio tokenizer", audio_tokenizer_path, exc, hub) from exc
     _refuse_partial("the audio tokenizer", audio_tokenizer_path, info)
     quantizers, codebooks = audio_tokenizer.config.num_quantizers, model.config.num_codebooks
     if quantizers != codebooks:
