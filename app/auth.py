@@ -1,5 +1,5 @@
 """Optional API key: `Authorization: Bearer KEY` or `X-API-Key: KEY` on every endpoint but the health checks
-and the playground page.
+and the two pages (the playground, /docs with its assets).
 
 CORS preflights (OPTIONS) carry no credentials by design, so they pass; the request that follows is checked.
 """
@@ -14,8 +14,9 @@ from flask import Flask, request
 from .errors import Unauthorized
 
 log = logging.getLogger("higgs.auth")
-# The playground page holds no data (its API calls carry the key the user types), so a browser can load it.
-OPEN_PATHS = frozenset({"/healthz", "/readyz", "/", "/playground"})
+# The pages hold no data (their API calls carry the key the user types), so a browser can load them.
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/", "/playground", "/docs"})
+OPEN_PREFIXES = ("/docs/assets/",)
 
 
 def _presented() -> str:
@@ -33,7 +34,7 @@ def install(app: Flask, api_key: str) -> None:
 
     @app.before_request
     def _require_key():
-        if request.method == "OPTIONS" or request.path in OPEN_PATHS:
+        if request.method == "OPTIONS" or request.path in OPEN_PATHS or request.path.startswith(OPEN_PREFIXES):
             return None
         if not hmac.compare_digest(_presented().encode(), expected):
             raise Unauthorized("missing or invalid API key")

@@ -11,7 +11,7 @@ from flask import Flask, g, request
 from flask_cors import CORS
 from flask_smorest import Api
 
-from . import auth, errors, logging_setup, metrics
+from . import auth, docs_ui, errors, logging_setup, metrics
 from .runtime import Runtime
 from .settings import Settings
 
@@ -33,8 +33,7 @@ def create_app(config: dict | None = None, runtime: Runtime | None = None) -> Fl
         OPENAPI_VERSION="3.0.3",
         OPENAPI_URL_PREFIX="/",
         OPENAPI_JSON_PATH="openapi.json",
-        OPENAPI_SWAGGER_UI_PATH="/docs",
-        OPENAPI_SWAGGER_UI_URL="https://cdn.jsdelivr.net/npm/swagger-ui-dist/",
+        **docs_ui.CONFIG,  # /docs: Swagger UI from this server's own copy (works offline)
         MAX_CONTENT_LENGTH=settings.max_upload_bytes + 1024 * 1024,  # the clip plus its form fields
         MAX_FORM_PARTS=settings.max_form_parts,
     )
@@ -49,6 +48,7 @@ def create_app(config: dict | None = None, runtime: Runtime | None = None) -> Fl
     api.register_blueprint(openai.blp)
     app.register_blueprint(metrics.blp)
     app.register_blueprint(playground.blp)
+    app.register_blueprint(docs_ui.blp)
     errors.register(app)
 
     rt = runtime or Runtime(settings)
