@@ -12,15 +12,39 @@ from model_pool.request import CHUNK_METHODS, GenerationRequest, ReferenceClip, 
 from .serving.encoder import FORMAT_NAMES
 
 
+def _from_form(field: fields.Field) -> bool:
+    """JSON has numbers and booleans, so in a JSON body "50" where a number belongs is a mistake (a 422); a form
+    carries every value as text, so a form schema (`form = True`) takes "50"."""
+    return getattr(field.root, "form", False)
+
+
 class WholeNumber(fields.Integer):
-    """An integer that refuses 2.5 (plain Integer truncates it) and booleans, but takes "30" from a form."""
+    """An integer that refuses 2.5 (plain Integer truncates it) and booleans; "30" only from a form."""
 
     def _validated(self, value):
         if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
             raise self.make_error("invalid")
-        if isinstance(value, str) and not value.strip().lstrip("+-").isdigit():
+        if isinstance(value, str) and not (_from_form(self) and value.strip().lstrip("+-").isdigit()):
             raise self.make_error("invalid")
         return super()._validated(value)
+
+
+class Number(fields.Float):
+    """A float; "0.7" only from a form."""
+
+    def _validated(self, value):
+        if isinstance(value, str) and not _from_form(self):
+            raise self.make_error("invalid")
+        return super()._validated(value)
+
+
+class Flag(fields.Boolean):
+    """A boolean; "true" / "false" (and Boolean's other spellings) only from a form."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if not isinstance(value, bool) and not _from_form(self):
+            raise self.make_error("invalid")
+        return super()._deserialize(value, attr, data, **kwargs)
 
 
 class Text(fields.String):
@@ -57,12 +81,12 @@ class GenerateSchema(ma.Schema):
                               metadata={"description": "voice name, comma-separated names per speaker, or profile:NAME"})
     scene_prompt = Text(load_default=_REQUEST.scene_prompt, allow_none=True, validate=validate.Length(max=2000),
                                  metadata={"description": "scene name, free-text scene description, or empty"})
-    temperature = fields.Float(load_default=_SAMPLING.temperature, validate=validate.Range(0.0, MAX_TEMPERATURE),
+    temperature = Number(load_default=_SAMPLING.temperature, validate=validate.Range(0.0, MAX_TEMPERATURE),
                                metadata={"description": "sampling temperature; 0 (and anything below 1e-5) is "
                                                         "greedy"})
     top_k = WholeNumber(load_default=_SAMPLING.top_k, validate=validate.Range(min=0),
                            metadata={"description": "top-k sampling; 0 turns it off"})
-    top_p = fields.Float(load_default=_SAMPLING.top_p, validate=validate.Range(0.0, 1.0, min_inclusive=False))
+    top_p = Number(load_default=_SAMPLING.top_p, validate=validate.Range(0.0, 1.0, min_inclusive=False))
     max_new_tokens = WholeNumber(load_default=None, allow_none=True, validate=validate.Range(min=1),
                                     metadata={"description": "default and upper bound: the server's --max-new-tokens "
                                                              "(2048 unless configured)"})
@@ -86,6 +110,8 @@ class GenerateFileSchema(GenerateSchema):
 
 class UploadFormSchema(GenerateFileSchema):
     """Multipart form fields of /generate-upload."""
+
+    form = True
 
     ref_text = Text(load_default=None, allow_none=True, validate=validate.Length(max=5000),
                              metadata={"description": "transcript of the uploaded reference clip (optional)"})
@@ -119,11 +145,15 @@ class SpeechSchema(GenerateSchema):
     instructions = Text(load_default=None, allow_none=True, validate=validate.Length(max=4096),
                                  metadata={"description": "a scene description (or a scene name)"})
     response_format = fields.String(load_default="mp3", validate=validate.OneOf(FORMAT_NAMES))
-    speed = fields.Float(load_default=1.0, validate=validate.Range(0.25, 4.0),
+    speed = Number(load_default=1.0, validate=validate.Range(0.25, 4.0),
                          metadata={"description": "tempo, pitch kept"})
     stream_format = fields.String(load_default="audio", validate=validate.OneOf(["audio", "sse"]),
                                   metadata={"description": "audio: the encoded file, sent as it is made; sse: "
                                                            "speech.audio.delta events (base64 PCM)"})
+    stream = Flag(load_default=True,
+                  metadata={"description": "false: the complete file once it is generated, with exact headers "
+                                           "(total length in WAV and FLAC, mp3's LAME tag, aac in M4A), for tools "
+                                           "that read whole files"})
 
     @ma.pre_load
     def _openai_shapes(self, data, **kwargs):
@@ -141,13 +171,17 @@ class SpeechSchema(GenerateSchema):
         if data.get("stream_format") == "sse" and data.get("response_format") != "pcm":
             raise ma.ValidationError("stream_format 'sse' sends base64 PCM: use response_format 'pcm' or leave "
                                      "it out", "response_format")
+        if data.get("stream_format") == "sse" and data.get("stream") is False:
+            raise ma.ValidationError("stream false asks for one complete file: use stream_format 'audio'", "stream")
 
 
 class VoiceUploadFormSchema(ma.Schema):
+    form = True
+
     name = Text(required=True, metadata={"description": "1-64 letters, digits, '_' or '-'"})
     transcript = Text(required=True, validate=[validate.Length(min=1, max=5000), _not_blank],
                                metadata={"description": "what the clip says (used for cloning)"})
-    overwrite = fields.Boolean(load_default=False)
+    overwrite = Flag(load_default=False)
 
 
 class VoiceUploadFilesSchema(ma.Schema):
@@ -162,7 +196,7 @@ class GenerateResponseSchema(ma.Schema):
     response_format = fields.String()
     content_type = fields.String()
     sampling_rate = fields.Integer()
-    duration = fields.Float(metadata={"description": "seconds: samples / sampling_rate"})
+    duration = Number(metadata={"description": "seconds: samples / sampling_rate"})
     generated_text = fields.String()
     seed = fields.Integer(allow_none=True, metadata={"description": "the seed used (chosen by the server when the "
                                                                    "request gave none; null for greedy requests, "
@@ -199,6 +233,8 @@ class InfoSchema(ma.Schema):
     model_name = fields.String()
     audio_tokenizer = fields.String()
     device = fields.String()
+    random_weights = fields.Boolean(metadata={"description": "true for a random-weight test checkpoint (make demo): "
+                                                             "it speaks noise"})
     is_loaded = fields.Boolean()
     load_error = fields.String(allow_none=True)
     max_new_tokens = fields.Integer()

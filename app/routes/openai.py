@@ -7,11 +7,15 @@ error body (app/errors.py). The spec's sampling fields are accepted as extension
 from __future__ import annotations
 
 import time
+from pathlib import Path
+
+from model_pool.defaults import DEFAULT_MODEL
 
 from ..runtime import runtime
 from ..schemas import SpeechSchema
 from ..serving.speech import model_ids
 from ..serving.speech import speech as serve_speech
+from ..serving.speech_file import complete_file
 from . import Blueprint
 
 blp = Blueprint("openai", __name__, url_prefix="/v1", description="OpenAI-compatible speech API")
@@ -25,8 +29,8 @@ _CREATED = int(time.time())
                                "stream_format sse, speech.audio.delta events then speech.audio.done",
               content_type="audio/mpeg")
 def speech(args):
-    """Text to speech, OpenAI style."""
-    return serve_speech(args)
+    """Text to speech, OpenAI style; `stream: false` (an extension) asks for the complete file."""
+    return serve_speech(args) if args["stream"] else complete_file(args)
 
 
 @blp.route("/audio/voices", methods=["GET"])
@@ -42,6 +46,9 @@ def voices():
 
 @blp.route("/models", methods=["GET"])
 def models():
-    """The model this server serves, under its short ids."""
+    """The model this server serves, under its short ids. For a local --model-path: ours and the directory's name,
+    not the hub id (the directory may hold any checkpoint, a demo's random one too); `model` still accepts it."""
+    path = runtime().settings.model_path
+    listed = [i for i in model_ids(path) if not (Path(path).exists() and i == DEFAULT_MODEL)]
     return {"object": "list", "data": [{"id": model_id, "object": "model", "created": _CREATED,
-                                        "owned_by": "bosonai"} for model_id in model_ids(runtime().settings.model_path)]}
+                                        "owned_by": "bosonai"} for model_id in listed]}
