@@ -8,6 +8,7 @@ files as the operator configured the directory (its path as written, plus the fi
 
 from __future__ import annotations
 
+import difflib
 import errno
 import fcntl
 import io
@@ -69,6 +70,14 @@ def _inside(directory: Path, path: Path) -> Path | None:
 
 def _read_text(path: Path) -> str:
     return path.read_text(encoding="utf-8", errors="replace").strip()
+
+
+def _unknown(what: str, name: str, known: list[str], prefix: str = "") -> str:
+    """'unknown voice 'bellinda' (closest: belinda)': a typo's fix at a glance, without listing a whole library."""
+    close = difflib.get_close_matches(name.lower(), [k.lower() for k in known], n=3, cutoff=0.6)
+    by_lower = {k.lower(): k for k in known}
+    hint = f" (closest: {', '.join(prefix + by_lower[c] for c in close)})" if close else ""
+    return f"unknown {what}{hint}"
 
 
 @dataclass(frozen=True)
@@ -208,7 +217,7 @@ class VoiceLibrary(_Directory):
             if audio:
                 text = _inside(self.directory, self.directory / f"{name}.txt")
                 return Voice(name, audio, (_read_text(text) if text else "") or None)
-        raise UnknownVoice(name, field)
+        raise UnknownVoice(name, field, _unknown(f"voice '{name}'", name, [v["name"] for v in self.list()]))
 
     def profiles(self) -> dict[str, str]:
         path = _inside(self.directory, self.directory / PROFILE_FILE)
@@ -226,7 +235,8 @@ class VoiceLibrary(_Directory):
         check_name(name, field)
         profiles = self.profiles()
         if name not in profiles:
-            raise UnknownVoice(f"{PROFILE_PREFIX}{name}", field)
+            raise UnknownVoice(f"{PROFILE_PREFIX}{name}", field,
+                               _unknown(f"voice '{PROFILE_PREFIX}{name}'", name, list(profiles), PROFILE_PREFIX))
         return profiles[name]
 
 
