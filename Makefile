@@ -23,9 +23,13 @@ $(DEMO_DIR)/TINY_CHECKPOINT.json: model_pool/tiny.py model_pool/prompt/chat_temp
 
 tiny: $(DEMO_DIR)/TINY_CHECKPOINT.json
 
+# The random model never picks the stream-end code, so every request runs to its max_new_tokens: the demo's maximum
+# is 512 (20 s of audio, a few seconds a request on 2 cores), what the spec's clients ask for. ARGS come after it,
+# so `make demo ARGS="--max-new-tokens 2048 --port 9000"` overrides it.
+DEMO_MAX_NEW_TOKENS := 512
 demo: $(VENV)/.installed tiny
 	HF_HUB_OFFLINE=1 $(PY) api_server.py --model-path $(DEMO_DIR)/model \
-		--audio-tokenizer-path $(DEMO_DIR)/audio_tokenizer --device cpu $(ARGS)
+		--audio-tokenizer-path $(DEMO_DIR)/audio_tokenizer --device cpu --max-new-tokens $(DEMO_MAX_NEW_TOKENS) $(ARGS)
 
 # Debian's Chromium and nginx: the browser tests drive the playground in Chromium, the deployment tests put
 # nginx (deploy/nginx.conf) in front of two instances. Installed with apt-get when missing (root or sudo).
