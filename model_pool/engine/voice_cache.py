@@ -16,8 +16,10 @@ from ..errors import UnknownVoice
 
 
 class VoiceCache:
-    """Keyed by (path, mtime, size): replacing a voice file invalidates its entry. Shared by all instances.
-    Voice files are decoded with the same bounds as uploads (at most `max_seconds`)."""
+    """Keyed by the file's identity (path, inode, size, mtime, ctime): replacing a voice file invalidates its entry,
+    even with a clip of the same size within one timestamp tick (the library replaces a file by renaming a new one
+    over it: a new inode; a rewrite in place changes ctime, which no client sets). Shared by all instances. Voice
+    files are decoded with the same bounds as uploads (at most `max_seconds`)."""
 
     def __init__(self, max_entries: int = 64, max_seconds: float = MAX_REFERENCE_SECONDS):
         self.max_entries = max_entries
@@ -33,7 +35,7 @@ class VoiceCache:
             stat = os.stat(path)
         except FileNotFoundError:
             raise UnknownVoice(voice or os.path.basename(path)) from None
-        key = (path, stat.st_mtime_ns, stat.st_size)
+        key = (path, stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
         with self._lock:
             codes = self._entries.get(key)
             if codes is not None:

@@ -9,8 +9,10 @@ import threading
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 
 from helpers import EXAMPLES, make_app
+from model_pool.prompt.planner import AudioSource
 
 
 def wav(seconds=1.0, rate=24000, freq=220.0, channels=1) -> bytes:
@@ -55,15 +57,37 @@ def test_add_list_fetch_use_and_delete(client, voices_dir):
     assert client.delete("/voices/new_voice").status_code == 404
 
 
-def test_conflict_unless_overwrite_and_the_new_audio_is_used(client):
+def voice_codes(engine, voices_dir, name):
+    return engine.codes_for(AudioSource(path=str(voices_dir / f"{name}.wav"), voice=name))
+
+
+def test_conflict_unless_overwrite_and_the_new_audio_is_used(client, engine, voices_dir):
     assert upload(client, "v1", wav(freq=200)).status_code == 201
     body = {"text": "Hi", "ref_audio": "v1", "max_new_tokens": 30, "seed": 1}
     before = client.post("/generate", json=body).json["audio_base64"]
+    old_codes = voice_codes(engine, voices_dir, "v1")
     again = upload(client, "v1", wav(freq=900))
     assert again.status_code == 409 and "overwrite" in again.json["message"]
-    assert upload(client, "v1", wav(freq=900, seconds=1.5), overwrite="true").status_code == 201
+    assert upload(client, "v1", wav(freq=900), overwrite="true").status_code == 201  # the same length
+    new_codes = voice_codes(engine, voices_dir, "v1")
+    assert new_codes.shape == old_codes.shape and not torch.equal(new_codes, old_codes)
+    assert torch.equal(new_codes, engine.codec.encode(sf.read(voices_dir / "v1.wav", dtype="float32")[0]))
     after = client.post("/generate", json=body).json["audio_base64"]
     assert before != after  # the cached codes of the old clip were not reused
+
+
+def test_each_voice_clones_its_own_codes(client):
+    """Two voices of the same length, the same seed: each request's audio is its own voice's, again and again."""
+    assert upload(client, "low", wav(freq=180)).status_code == 201
+    assert upload(client, "high", wav(freq=700)).status_code == 201
+
+    def clone(name):
+        body = {"text": "Hi", "ref_audio": name, "max_new_tokens": 30, "seed": 5}
+        return client.post("/generate", json=body).json["audio_base64"]
+
+    low, high = clone("low"), clone("high")
+    assert low != high
+    assert clone("low") == low and clone("high") == high
 
 
 @pytest.mark.parametrize("name, data, transcript, status, field", [

@@ -37,6 +37,21 @@ def test_voice_cache_hits_and_invalidates_on_change(engine, tmp_path):
     assert torch.equal(third, engine.codec.encode(decode_clip(str(path), "ref_audio", 30.0)))
 
 
+def test_voice_cache_sees_a_replaced_voice_of_the_same_size_and_mtime(engine, tmp_path):
+    """The library replaces a voice by renaming a new file over it; same length, same mtime (one timestamp tick):
+    the cache must still encode the new clip, not hand out the old voice's codes."""
+    path = write_voice(tmp_path, "v", seconds=1.0, seed=1)
+    cache = engine.voice_cache.__class__()
+    first = cache.get(str(path), engine.codec.encode)
+    old = os.stat(path)
+    staged = write_voice(tmp_path, "staged", seconds=1.0, seed=2)
+    os.utime(staged, ns=(old.st_atime_ns, old.st_mtime_ns))
+    os.replace(staged, path)
+    assert (os.stat(path).st_size, os.stat(path).st_mtime_ns) == (old.st_size, old.st_mtime_ns)
+    second = cache.get(str(path), engine.codec.encode)
+    assert cache.misses == 2 and not torch.equal(first, second)
+
+
 def test_missing_model_path_names_path_and_suggests_local(tmp_path):
     missing = str(tmp_path / "nope")
     with pytest.raises(ModelLoadError) as info:
