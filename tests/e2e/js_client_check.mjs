@@ -2,7 +2,7 @@
 // built in), with stand-ins for the page's DOM and Audio, against a live server given as argv[2].
 import { readFileSync } from 'node:fs';
 
-const html = readFileSync(new URL('../examples/javascript_client.html', import.meta.url), 'utf8');
+const html = readFileSync(new URL('../../examples/javascript_client.html', import.meta.url), 'utf8');
 const script = html.match(/<script>([\s\S]*?)<\/script>/)[1];
 const values = { server: process.argv[2], text: 'Hello from the JavaScript client.', voice: 'belinda' };
 const elements = {};
