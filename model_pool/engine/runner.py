@@ -59,7 +59,7 @@ class _Row:
     prompt: object  # EncodedPrompt
     params: SamplingParams
     cancel: threading.Event | None
-    generator: torch.Generator
+    generator: object  # sampling.RowRandom: its generators and its prompt's RAS context
     out: queue.SimpleQueue = field(default_factory=queue.SimpleQueue)
     abandoned: threading.Event = field(default_factory=threading.Event)
     slot: int | None = None
@@ -147,7 +147,7 @@ class BatchRunner:
     # ---- request side ----------------------------------------------------------------------------------
     def submit(self, prompt, params: SamplingParams, cancel: threading.Event | None = None) -> Iterator[Step]:
         """The prompt must fit the context with its max_new_tokens (the service measures it before any work)."""
-        generator = row_generator(params.seed, self.device)
+        generator = row_generator(params, prompt, self.device)
         row = _Row(prompt, params, cancel, generator)
         with self._cond:
             self._waiting.append(row)
@@ -287,7 +287,7 @@ class BatchRunner:
         for row in list(rows):
             try:
                 self._stage("noise", row)
-                self.sampler.draw_noise(row.slot, row.generator, row.params)
+                self.sampler.draw_noise(row.slot, row.generator, row.steps)
             except Exception as exc:  # noqa: BLE001
                 log.exception("row failed while drawing its noise on %s", self.name)
                 self._leave(row, exc)
