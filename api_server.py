@@ -73,6 +73,11 @@ def parse_args(argv: list[str] | None = None) -> tuple[Settings, argparse.Namesp
     p.add_argument("--cors-origins", default=d.cors_origins, help="comma-separated allowed origins, or *")
     p.add_argument("--log-file", default=d.log_file)
     p.add_argument("--api-key", default=d.api_key, help="require this key (Bearer or X-API-Key); or HIGGS_API_KEY")
+    p.add_argument("--voice-aliases", default=d.voice_aliases,
+                   help='names that clone a library voice, e.g. "alloy=belinda,echo=en_man" (OpenAI voice names '
+                        "for agents that accept only those)")
+    p.add_argument("--max-sessions", type=int, default=d.max_sessions,
+                   help="realtime WebSocket sessions per worker (default %(default)s)")
     args = p.parse_args(argv)
     overrides = {f.name: getattr(args, f.name) for f in fields(Settings) if hasattr(args, f.name)}
     return Settings.from_env(overrides=overrides), args

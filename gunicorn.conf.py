@@ -23,7 +23,8 @@ worker_class = "gthread"
 SPARE_THREADS = 8
 _slots = max(1, _s.instances_per_device) * max(1, _s.max_batch_size)
 ADMITTED = _slots + (_s.max_queue or default_max_waiting(_slots))
-threads = max(_s.threads, ADMITTED + SPARE_THREADS)
+# Every open realtime session holds one more thread (its WebSocket), on top of the pool's admitted requests.
+threads = max(_s.threads, ADMITTED + _s.max_sessions + SPARE_THREADS)
 preload_app = False
 timeout = 120  # gthread heartbeats from its main loop, so long streams are fine
 # Idle keep-alive connections wait in the worker's poller (no thread) and are closed after `keepalive` seconds. A

@@ -2,6 +2,10 @@
 and the two pages (the playground, /docs with its assets).
 
 CORS preflights (OPTIONS) carry no credentials by design, so they pass; the request that follows is checked.
+
+Browsers cannot set headers on a WebSocket, and a key in the URL would land in logs and proxies' histories, so a
+realtime session may present its key as a Sec-WebSocket-Protocol entry instead, as OpenAI's Realtime API does:
+`new WebSocket(url, ["higgs-audio", "higgs-api-key." + KEY])`; the server answers with "higgs-audio" alone.
 """
 
 from __future__ import annotations
@@ -19,11 +23,20 @@ OPEN_PATHS = frozenset({"/healthz", "/readyz", "/", "/playground", "/docs"})
 OPEN_PREFIXES = ("/docs/assets/",)
 
 
+WS_SUBPROTOCOL = "higgs-audio"
+WS_KEY_PREFIX = "higgs-api-key."
+
+
 def _presented() -> str:
     header = request.headers.get("Authorization", "")
     if header[:7].lower() == "bearer ":
         return header[7:].strip()
-    return request.headers.get("X-API-Key", "").strip()
+    if "X-API-Key" in request.headers:
+        return request.headers["X-API-Key"].strip()
+    for entry in request.headers.get("Sec-WebSocket-Protocol", "").split(","):
+        if entry.strip().startswith(WS_KEY_PREFIX):
+            return entry.strip()[len(WS_KEY_PREFIX):]
+    return ""
 
 
 def install(app: Flask, api_key: str) -> None:

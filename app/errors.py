@@ -42,6 +42,19 @@ class StreamAborted(Exception):
     so the client sees a broken transfer instead of a short file that looks whole."""
 
 
+class SessionsFull(HiggsError):
+    """Every realtime session this worker admits is open; refused before the WebSocket handshake."""
+
+    http_status = 503
+    retry_after = 5
+
+
+class ForbiddenOrigin(HiggsError):
+    """A WebSocket upgrade from a page whose origin --cors-origins does not allow (cross-site WebSocket hijacking)."""
+
+    http_status = 403
+
+
 class Unauthorized(HiggsError):
     """No API key, or the wrong one (app/auth.py)."""
 

@@ -39,7 +39,7 @@ def create_app(config: dict | None = None, runtime: Runtime | None = None) -> Fl
     )
     CORS(app, origins=[o.strip() for o in settings.cors_origins.split(",")], expose_headers=["X-Request-ID", "X-Seed"])
     api = Api(app)
-    from .routes import generate, health, info, openai, playground, voices
+    from .routes import generate, health, info, openai, playground, realtime, voices
 
     api.register_blueprint(health.blp)
     api.register_blueprint(info.blp)
@@ -48,6 +48,7 @@ def create_app(config: dict | None = None, runtime: Runtime | None = None) -> Fl
     api.register_blueprint(openai.blp)
     app.register_blueprint(metrics.blp)
     app.register_blueprint(playground.blp)
+    app.register_blueprint(realtime.blp)
     app.register_blueprint(docs_ui.blp)
     errors.register(app)
 

@@ -34,6 +34,10 @@ FRAMES_PER_SECOND = Histogram("higgs_frames_per_second", "Audio frames generated
 BUSY = Gauge("higgs_busy_instances", "Model instances generating now", multiprocess_mode="livesum")
 WAITING = Gauge("higgs_waiting_requests", "Requests waiting for a model instance", multiprocess_mode="livesum")
 INSTANCES = Gauge("higgs_instances", "Model instances loaded", multiprocess_mode="livesum")
+REALTIME_SESSIONS = Gauge("higgs_realtime_sessions", "Realtime WebSocket sessions open", multiprocess_mode="livesum")
+REALTIME_FIRST_AUDIO = Histogram("higgs_realtime_first_audio_seconds",
+                                 "From the message that completed a sentence to its first audio", buckets=_LATENCY)
+REALTIME_CANCELS = Counter("higgs_realtime_cancels_total", "Realtime utterances cancelled (input.cancel)")
 
 
 def observe_generation(endpoint: str, outcome: str, stats, elapsed: float, sample_rate: int) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 
 from flask import current_app
 
@@ -19,6 +20,7 @@ log = logging.getLogger("higgs.runtime")
 class Runtime:
     def __init__(self, settings: Settings, loader: PoolLoader | None = None):
         self.settings = settings
+        self.sessions = threading.BoundedSemaphore(settings.max_sessions)  # realtime sessions open in this worker
         self.voices = VoiceLibrary(settings.voice_prompts_dir)
         self.scenes = SceneLibrary(settings.scene_prompts_dir)
         self.loader = loader or PoolLoader(self._build_pool)

@@ -149,7 +149,8 @@ class SpeechSchema(GenerateSchema):
                          metadata={"description": "tempo, pitch kept"})
     stream_format = fields.String(load_default="audio", validate=validate.OneOf(["audio", "sse"]),
                                   metadata={"description": "audio: the encoded file, sent as it is made; sse: "
-                                                           "speech.audio.delta events (base64 PCM)"})
+                                                           "speech.audio.delta events, each a base64 piece of the "
+                                                           "encoded stream in response_format (pcm unless given)"})
     stream = Flag(load_default=True,
                   metadata={"description": "false: the complete file once it is generated, with exact headers "
                                            "(total length in WAV and FLAC, mp3's LAME tag, aac in M4A), for tools "
@@ -167,10 +168,7 @@ class SpeechSchema(GenerateSchema):
         return data
 
     @ma.validates_schema
-    def _sse_is_pcm(self, data, **kwargs):
-        if data.get("stream_format") == "sse" and data.get("response_format") != "pcm":
-            raise ma.ValidationError("stream_format 'sse' sends base64 PCM: use response_format 'pcm' or leave "
-                                     "it out", "response_format")
+    def _one_file_is_not_a_stream(self, data, **kwargs):
         if data.get("stream_format") == "sse" and data.get("stream") is False:
             raise ma.ValidationError("stream false asks for one complete file: use stream_format 'audio'", "stream")
 

@@ -64,9 +64,14 @@ class Settings:
     log_level: str = "INFO"
     load_in_background: bool = True  # answer (503 + Retry-After) while the model loads; off: load before serving
     graceful_timeout: int = 300  # seconds gunicorn lets in-flight streams finish on stop
+    max_sessions: int = 32  # realtime WebSocket sessions per worker; more are refused (503) before the handshake
+    session_idle_timeout: float = 120.0  # seconds a realtime session may send nothing before it is closed
+    max_message_kb: int = 64  # one realtime client message
+    voice_aliases: str = ""  # "alloy=belinda,echo=en_man": names (OpenAI's, say) that clone a library voice
     forwarded_allow_ips: str = "127.0.0.1,::1"  # proxies whose X-Forwarded-* headers gunicorn trusts
 
     def __post_init__(self):
+        parse_aliases(self.voice_aliases)  # refuse a malformed list at start-up, not at the first request
         mode = str(self.compile).strip().lower()
         aliases = {"1": "on", "true": "on", "yes": "on", "0": "off", "false": "off", "no": "off"}
         self.compile = aliases.get(mode, mode)
@@ -106,8 +111,24 @@ class Settings:
         return {ENV_PREFIX + f.name.upper(): _format(getattr(self, f.name)) for f in fields(self)}
 
     @property
+    def aliases(self) -> dict[str, str]:
+        """voice_aliases as {alias: voice}, names compared as written (OpenAI's are lower case)."""
+        return parse_aliases(self.voice_aliases)
+
+    @property
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_mb * 1024 * 1024)
+
+
+def parse_aliases(raw: str) -> dict[str, str]:
+    aliases = {}
+    for entry in filter(None, (e.strip() for e in raw.split(","))):
+        alias, sep, voice = (part.strip() for part in entry.partition("="))
+        if not sep or not alias or not voice:
+            raise SystemExit(f"invalid value for {ENV_PREFIX}VOICE_ALIASES: {entry!r} (expected ALIAS=VOICE, "
+                             "comma-separated)")
+        aliases[alias] = voice
+    return aliases
 
 
 def _parse(kind: str, raw: str, name: str):

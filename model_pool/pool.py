@@ -145,14 +145,18 @@ class ModelPool:
                 best, best_free = engine, free
         return best
 
-    def admit(self) -> Reservation:
-        """A place for one request (a batch slot, or a place in the queue), or PoolBusy now. Taken before a
-        response starts, so a full server answers 503 at once; the place is held until the request ends (lend()
-        consumes it) or the reservation is dropped unused."""
+    def admit(self, wait: float = 0.0) -> Reservation:
+        """A place for one request (a batch slot, or a place in the queue), or PoolBusy. Taken before a response
+        starts, so a full server answers 503 at once (wait 0); a realtime session's next sentence waits up to `wait`
+        seconds for a place instead. The place is held until its owner releases it."""
+        deadline = time.monotonic() + wait
         with self._cond:
             capacity = sum(self._slots.values()) + self.max_waiting
-            if self._admitted >= capacity:
-                raise PoolBusy(f"server busy: {self._waiting} requests already waiting for a model instance")
+            while self._admitted >= capacity:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise PoolBusy(f"server busy: {self._waiting} requests already waiting for a model instance")
+                self._cond.wait(remaining)  # a release notifies
             self._admitted += 1
             self._changed()
         return Reservation(self)
@@ -161,6 +165,7 @@ class ModelPool:
         with self._cond:
             self._admitted -= 1
             self._changed()
+            self._cond.notify_all()
 
     def _reclaim(self) -> None:
         log.warning("a pool reservation was dropped without being released: reclaimed (a leak in its owner)")

@@ -35,6 +35,7 @@ from .errors import Cancelled, ContextTooLong, InvalidRequest, NotReady
 from .lifecycle import AudioPiece, Generation, GenerationStats, Observer, collect
 from .pool import ModelPool, Reservation
 from .pool_loader import PoolLoader
+from .prompt import text as textprep
 from .prompt.library import SceneLibrary, VoiceLibrary
 from .prompt.planner import PromptPlan, PromptPlanner
 from .request import GenerationRequest, SamplingParams
@@ -56,6 +57,38 @@ class PreparedJob:
     def seed(self) -> int | None:
         """The seed the generation uses (chosen by prepare() when the client gave none); None when greedy."""
         return self.sampling.seed
+
+
+@dataclass
+class Context:
+    """What a chunk is generated with: the plan (its chunks' text) and the codes of the chunks generated so far,
+    of which the oldest `dropped` no longer fit the context."""
+
+    plan: PromptPlan
+    generated: list
+    dropped: int = 0
+
+
+@dataclass
+class Conversation:
+    """A realtime session's context: the plan its config made (voice, scene), its sampling, and the sentences
+    spoken so far with their codes (chunks of one long-form generation, in order)."""
+
+    context: Context
+    sampling: SamplingParams
+    request_id: str
+
+    @property
+    def sentences(self) -> list[str]:
+        return list(self.context.plan.chunks)
+
+    def said(self, sentence: str, frames, dropped: int) -> None:
+        plan = self.context.plan
+        self.context = Context(replace(plan, chunks=[*plan.chunks, sentence]), [*self.context.generated, frames],
+                               dropped)
+
+
+CONFIG_PROBE = "Hello."  # a session's config is checked with this text; its sentences come later
 
 
 def with_seed(sampling: SamplingParams) -> SamplingParams:
@@ -180,47 +213,96 @@ class TTSService:
                reservation: Reservation | None = None) -> Iterator[AudioPiece]:
         stats = stats if stats is not None else GenerationStats()
         start = time.perf_counter()
-        plan, sampling = job.plan, job.sampling
+        plan = job.plan
         with self.pool().lend(self.acquire_timeout, cancel, reservation) as engine:
             stats.queue_wait_s = time.perf_counter() - start
-            generated, dropped = [], 0
+            context = Context(plan, [])
             for index in range(len(plan.chunks)):
-                if index == 0 and job.first_prompt is not None:
-                    prompt = job.first_prompt  # chunk 0 has no earlier chunk: prepare() encoded it already
-                else:
-                    prompt = engine.encode_prompt(plan.conversation(index, generated, dropped))
-                # With every earlier chunk dropped (dropped == index) this is the prompt prepare() measured.
-                while dropped < index and not fits(prompt, sampling, engine.context_tokens):
-                    dropped += 1
-                    prompt = engine.encode_prompt(plan.conversation(index, generated, dropped))
-                    log.info("request %s chunk %d: dropped the oldest generated chunk from the context (%d so "
-                             "far) to fit the %d-token context", job.request_id, index, dropped,
-                             engine.context_tokens)
-                stats.prompt_tokens += int(prompt.input_ids.shape[0])
-                decoder = StreamDecoder(engine.codec.decode, engine.geometry.num_codebooks)
-                step_count = 0
-                for step in engine.generate(prompt, sampling, cancel):  # every chunk the same seed, as upstream
-                    step_count = step.index + 1
-                    if step.frame is None:
-                        continue
-                    samples = decoder.push(step.frame)
-                    if samples is not None:
-                        yield self._piece(samples, step_count, sampling, index, plan, stats, start)
-                if cancel is not None and cancel.is_set():
-                    raise Cancelled("generation cancelled")
-                tail = decoder.flush()
-                if tail is not None:
-                    yield self._piece(tail, step_count, sampling, index, plan, stats, start)
-                frames = decoder.frames
-                stats.frames += frames.shape[0]
-                generated.append(frames)
+                first = job.first_prompt if index == 0 else None  # chunk 0's prompt: prepare() encoded it already
+                frames = yield from self._chunk(engine, context, index, job, cancel, stats, start, first)
+                context.generated.append(frames)
+
+    def _chunk(self, engine, context: Context, index: int, job, cancel: threading.Event | None,
+               stats: GenerationStats, start: float, prompt: EncodedPrompt | None = None):
+        """Generate chunk `index` of `context` with the earlier chunks' codes in its prompt (the oldest dropped, for
+        good, while it would not fit); yield its audio pieces, return its frames. Raises Cancelled if cancelled."""
+        sampling, plan = job.sampling, context.plan
+        if prompt is None:
+            prompt = engine.encode_prompt(plan.conversation(index, context.generated, context.dropped))
+        # With every earlier chunk dropped this is the prompt prepare() measured, which fits.
+        while context.dropped < index and not fits(prompt, sampling, engine.context_tokens):
+            context.dropped += 1
+            prompt = engine.encode_prompt(plan.conversation(index, context.generated, context.dropped))
+            log.info("request %s chunk %d: dropped the oldest generated chunk from the context (%d so far) to fit "
+                     "the %d-token context", job.request_id, index, context.dropped, engine.context_tokens)
+        stats.prompt_tokens += int(prompt.input_ids.shape[0])
+        decoder = StreamDecoder(engine.codec.decode, engine.geometry.num_codebooks)
+        step_count = 0
+        for step in engine.generate(prompt, sampling, cancel):  # every chunk the same seed, as upstream
+            step_count = step.index + 1
+            if step.frame is None:
+                continue
+            samples = decoder.push(step.frame)
+            if samples is not None:
+                yield self._piece(samples, step_count, sampling, index, len(plan.chunks), stats, start)
+        if cancel is not None and cancel.is_set():
+            raise Cancelled("generation cancelled")
+        tail = decoder.flush()
+        if tail is not None:
+            yield self._piece(tail, step_count, sampling, index, len(plan.chunks), stats, start)
+        frames = decoder.frames
+        stats.frames += frames.shape[0]
+        return frames
 
     @staticmethod
-    def _piece(samples, steps, sampling, index, plan, stats, start) -> AudioPiece:
+    def _piece(samples, steps, sampling, index, total, stats, start) -> AudioPiece:
         if stats.first_audio_s is None:
             stats.first_audio_s = time.perf_counter() - start
         stats.samples += samples.shape[0]
-        return AudioPiece(samples, steps, sampling.max_new_tokens, index, len(plan.chunks))
+        return AudioPiece(samples, steps, sampling.max_new_tokens, index, total)
+
+    # ---- realtime sessions: sentences one after another, each with the earlier ones in its context ----------
+    def prepare_conversation(self, request: GenerationRequest, request_id: str = "-") -> Conversation:
+        """A session's voice, scene and sampling checked and its reference clips encoded once: every sentence of
+        the session is then a chunk of one long-form generation that grows as text arrives."""
+        job = self.prepare(replace(request, text=CONFIG_PROBE, chunk_method=None), request_id)
+        return Conversation(Context(replace(job.plan, chunks=[]), []), job.sampling, request_id)
+
+    def start_sentence(self, conversation: Conversation, text: str, on_finish: Observer | None = None,
+                       label: str = "realtime", wait: float | None = None) -> Generation:
+        """A handle for the next sentence of `conversation`: admitted (waiting up to `wait` seconds, the queue
+        timeout by default), generated with every earlier sentence it can hold in its context, and added to the
+        context only once it is complete (a cancelled sentence was not heard, so it is no history)."""
+        sentence = textprep.normalize(text)
+        if len(sentence) > self.max_text_chars:
+            raise InvalidRequest("text", f"the sentence is {len(sentence)} characters; the limit is "
+                                         f"{self.max_text_chars}")
+        engine = self.pool().engines[0]
+        alone = Context(replace(conversation.context.plan, chunks=[sentence]), [])
+        prompt = engine.encode_prompt(alone.plan.conversation(0, [], 0))
+        if not fits(prompt, conversation.sampling, engine.context_tokens):
+            raise ContextTooLong(int(prompt.input_ids.shape[0]), conversation.sampling.max_new_tokens,
+                                 engine.context_tokens)
+        if self._stopping:
+            raise NotReady("the server is shutting down")
+        reservation = self.pool().admit(self.acquire_timeout if wait is None else wait)
+
+        def produce(cancel, stats):
+            start = time.perf_counter()
+            with self.pool().lend(self.acquire_timeout, cancel, reservation) as lent:
+                stats.queue_wait_s = time.perf_counter() - start
+                context = conversation.context
+                index = len(context.plan.chunks)
+                trial = Context(replace(context.plan, chunks=[*context.plan.chunks, sentence]), context.generated,
+                                context.dropped)
+                frames = yield from self._chunk(lent, trial, index, conversation, cancel, stats, start)
+                conversation.said(sentence, frames, trial.dropped)
+
+        handle = Generation(conversation.request_id, produce, reservation, on_finish, label,
+                            on_release=self._forget)
+        with self._live_lock:
+            self._live[id(handle)] = handle
+        return handle
 
     def generate(self, job: PreparedJob, stats: GenerationStats | None = None) -> np.ndarray:
         """The whole audio of a job, through a handle like every endpoint (tests, benchmarks)."""

@@ -16,6 +16,7 @@ from ..schemas import SpeechSchema
 from ..serving.speech import model_ids
 from ..serving.speech import speech as serve_speech
 from ..serving.speech_file import complete_file
+from ..serving.voices import aliases_listing
 from . import Blueprint
 
 blp = Blueprint("openai", __name__, url_prefix="/v1", description="OpenAI-compatible speech API")
@@ -35,12 +36,13 @@ def speech(args):
 
 @blp.route("/audio/voices", methods=["GET"])
 def voices():
-    """The voices `voice` accepts: the library's, then its speaker profiles as profile:NAME."""
+    """The voices `voice` accepts: the library's, its speaker profiles as profile:NAME, then the aliases."""
     rt = runtime()
     data = [{"id": v["name"], "object": "voice", "name": v["name"], "type": "library", "synthetic": v["synthetic"]}
             for v in rt.voices.list()]
     data += [{"id": f"profile:{name}", "object": "voice", "name": name, "type": "profile", "description": text}
              for name, text in rt.voices.profiles().items()]
+    data += aliases_listing()  # --voice-aliases: OpenAI's names for library voices
     return {"object": "list", "data": data}
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from flask import Response
 
 from model_pool.defaults import DEFAULT_MODEL, DEFAULT_SCENE
-from model_pool.errors import Cancelled, UnknownVoice
+from model_pool.errors import Cancelled
 from model_pool.lifecycle import Event
 
 from ..errors import StreamAborted, UnknownModel
@@ -25,6 +25,7 @@ from .encoder import StreamEncoder
 from .jobs import start_job
 from .responses import client_watch, stream_response
 from .sse import speech_events
+from .voices import resolve_voice
 
 log = logging.getLogger("higgs.openai")
 
@@ -70,8 +71,6 @@ def primed_audio(events: Iterator[Event], encoder: StreamEncoder, request_id: st
 # ---- /v1/audio/speech ------------------------------------------------------------------------------------------
 MODEL_ID = "higgs-audio-v2"
 OPENAI_MODEL_ALIASES = ("tts-1", "tts-1-hd", "gpt-4o-mini-tts")
-OPENAI_VOICES = frozenset({"alloy", "ash", "ballad", "cedar", "coral", "echo", "fable", "marin", "nova", "onyx",
-                           "sage", "shimmer", "verse"})
 # Our generation fields under the names a /v1 client sends them: errors name the field the client knows.
 SPEECH_NAMES = {"text": "input", "ref_audio": "voice", "scene_prompt": "instructions"}
 
@@ -84,25 +83,12 @@ def model_ids(model_path: str) -> list[str]:
     return [MODEL_ID, model_path]
 
 
-def _voice(voices, name: str | None) -> str | None:
-    """A library voice wins; OpenAI's built-in names that are not in the library mean the smart voice. Other
-    names pass through untouched (the planner reads and checks them once)."""
-    if name is None or name.lower() not in OPENAI_VOICES:
-        return name
-    try:
-        voices.get(name, field="voice")
-        return name
-    except UnknownVoice:
-        log.info("voice %s is an OpenAI voice this server does not have: using the smart voice", name)
-        return None
-
-
 def speech(args: dict) -> Response:
     rt = runtime()
     ids = model_ids(rt.settings.model_path)
     if args["model"] not in (*ids, *OPENAI_MODEL_ALIASES, rt.settings.model_path):
         raise UnknownModel(args["model"], ids)
-    fields = {**args, "text": args["input"], "ref_audio": _voice(rt.voices, args["voice"]),
+    fields = {**args, "text": args["input"], "ref_audio": resolve_voice(args["voice"]),
               "scene_prompt": args["instructions"] if args["instructions"] is not None else DEFAULT_SCENE}
     encoder = StreamEncoder(args["response_format"], args["speed"])
     job, handle = start_job(fields, "/v1/audio/speech", "speech", names=SPEECH_NAMES)

@@ -253,3 +253,27 @@ def test_nginx_holds_slow_bodies_so_they_never_hold_a_server_thread(deployment):
     finally:
         for sock in slow:
             sock.close()
+
+
+def test_a_realtime_session_through_nginx(deployment):
+    """The shipped config passes the WebSocket upgrade on: a session fed word by word hears its first sentence
+    before the utterance ends, through the proxy."""
+    import json
+
+    from websockets.sync.client import connect
+
+    url, _, _ = deployment
+    with connect(url.replace("http://", "ws://") + "/v1/audio/speech/stream") as ws:
+        ws.send(json.dumps({"type": "session.config", "max_new_tokens": 40, "seed": 1}))
+        for word in "Through the proxy it speaks. And then".split():
+            ws.send(json.dumps({"type": "input.text", "text": word + " "}))
+        start = json.loads(ws.recv(timeout=60))
+        assert start["type"] == "audio.start" and start["sentence_text"] == "Through the proxy it speaks."
+        assert isinstance(ws.recv(timeout=60), bytes)
+        ws.send(json.dumps({"type": "input.done"}))
+        kinds = []
+        while "session.done" not in kinds:
+            message = ws.recv(timeout=60)
+            if not isinstance(message, bytes):
+                kinds.append(json.loads(message)["type"])
+        assert kinds.count("audio.done") == 2

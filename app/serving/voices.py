@@ -1,0 +1,49 @@
+"""A `voice` as OpenAI-style clients send it (/v1/audio/speech, realtime sessions) -> the planner's ref_audio.
+
+In order: an alias (--voice-aliases: "alloy=belinda") clones its library voice exactly as that name does; a library
+voice is itself; one of OpenAI's built-in names that is neither means the smart voice (no reference); any other name
+passes through for the planner to read and check once (profile:NAME, comma lists, unknown names).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from model_pool.errors import InvalidRequest, UnknownVoice
+
+from ..runtime import runtime
+
+log = logging.getLogger("higgs.voices")
+
+OPENAI_VOICES = frozenset({"alloy", "ash", "ballad", "cedar", "coral", "echo", "fable", "marin", "nova", "onyx",
+                           "sage", "shimmer", "verse"})
+
+
+def resolve_voice(name: str | None, field: str = "voice") -> str | None:
+    rt = runtime()
+    if name is None:
+        return None
+    target = rt.settings.aliases.get(name)
+    if target is not None:
+        if not _in_library(rt.voices, target):  # voices come and go while the server runs: checked at each use
+            raise UnknownVoice(name, field, f"voice '{name}' is an alias of '{target}', which is not in the voice "
+                                            f"library ({rt.voices.configured})")
+        return target
+    if name.lower() not in OPENAI_VOICES or _in_library(rt.voices, name):
+        return name
+    log.info("voice %s is an OpenAI voice this server does not have: using the smart voice", name)
+    return None
+
+
+def _in_library(voices, name: str) -> bool:
+    try:
+        voices.get(name)
+        return True
+    except (UnknownVoice, InvalidRequest):
+        return False
+
+
+def aliases_listing() -> list[dict]:
+    """The aliases as /v1/audio/voices lists them."""
+    return [{"id": alias, "object": "voice", "name": alias, "type": "alias", "voice": voice}
+            for alias, voice in runtime().settings.aliases.items()]

@@ -1,0 +1,293 @@
+"""Realtime sessions against the real server (`python api_server.py`, gunicorn gthread) with a real WebSocket client
+(the `websockets` library's sync client): the protocol, sentences as they complete, the same audio however the text
+arrives, barge-in, a closed socket, bad input, limits, and who may connect."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+import requests
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.sync.client import connect
+
+from harness import get_json, start_server, wait_until
+
+TEXT = "Hello there. How are you today? I am fine; thanks!"
+SENTENCES = ["Hello there.", "How are you today?", "I am fine;", "thanks!"]
+
+
+@pytest.fixture(scope="module")
+def server(tiny_checkpoint, tmp_path_factory):
+    srv = start_server(tiny_checkpoint, tmp_path_factory.mktemp("realtime"), "--max-new-tokens", "400")
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def guarded(tiny_checkpoint, tmp_path_factory):
+    """A server with an API key, allowed origins, two sessions per worker and a short idle limit."""
+    srv = start_server(tiny_checkpoint, tmp_path_factory.mktemp("realtime-guarded"), "--max-new-tokens", "400",
+                       "--api-key", "s3cret-key", "--cors-origins", "https://app.example", "--max-sessions", "2",
+                       env={"HIGGS_SESSION_IDLE_TIMEOUT": "1", "HIGGS_MAX_MESSAGE_KB": "4"})
+    yield srv
+    srv.stop()
+
+
+def ws_url(srv) -> str:
+    return srv.url.replace("http://", "ws://") + "/v1/audio/speech/stream"
+
+
+def config(**fields) -> str:
+    return json.dumps({"type": "session.config", "max_new_tokens": 40, **fields})
+
+
+def text(value: str) -> str:
+    return json.dumps({"type": "input.text", "text": value})
+
+
+DONE = json.dumps({"type": "input.done"})
+CANCEL = json.dumps({"type": "input.cancel"})
+
+
+def until(ws, kind: str, timeout: float = 120) -> tuple[list[dict], dict[tuple[int, int], bytes]]:
+    """Messages up to and including the first of `kind`, and the audio bytes each sentence received."""
+    events, audio, current = [], {}, None
+    deadline = time.monotonic() + timeout
+    while True:
+        message = ws.recv(timeout=max(0.1, deadline - time.monotonic()))
+        if isinstance(message, bytes):
+            assert current is not None, "audio before audio.start"
+            audio[current] = audio.get(current, b"") + message
+            continue
+        event = json.loads(message)
+        events.append(event)
+        if event["type"] == "audio.start":
+            current = (event["utterance_index"], event["sentence_index"])
+        if event["type"] == kind:
+            return events, audio
+
+
+def speak(srv, pieces: list[str], **fields) -> tuple[list[dict], dict]:
+    with connect(ws_url(srv)) as ws:
+        ws.send(config(**fields))
+        for piece in pieces:
+            ws.send(text(piece))
+        ws.send(DONE)
+        return until(ws, "session.done")
+
+
+def test_the_protocol_of_one_utterance_and_the_next(server):
+    with connect(ws_url(server)) as ws:
+        ws.send(config(seed=1))
+        ws.send(text(TEXT))
+        ws.send(DONE)
+        events, audio = until(ws, "session.done")
+        starts = [e for e in events if e["type"] == "audio.start"]
+        dones = [e for e in events if e["type"] == "audio.done"]
+        assert [e["sentence_text"] for e in starts] == SENTENCES
+        assert all(e["format"] == "pcm" and e["sample_rate"] == 24000 and e["utterance_index"] == 0 for e in starts)
+        assert [d["total_bytes"] for d in dones] == [len(audio[(0, i)]) for i in range(4)]
+        assert all(len(chunk) % 2 == 0 and len(chunk) > 0 for chunk in audio.values())  # PCM16 mono
+        assert events[-1] == {"type": "session.done", "utterance_index": 0, "total_sentences": 4}
+        ws.send(text("And one more."))  # the connection stays for the next utterance
+        ws.send(DONE)
+        events, _ = until(ws, "session.done")
+        assert events[0]["utterance_index"] == 1 and events[-1]["total_sentences"] == 1
+
+
+def test_a_sentence_is_spoken_before_the_utterance_ends(server):
+    with connect(ws_url(server)) as ws:
+        ws.send(config(seed=2))
+        ws.send(text("The first sentence is complete. The second is not yet"))
+        events, audio = until(ws, "audio.done")  # without input.done
+        assert events[0]["sentence_text"] == "The first sentence is complete." and audio[(0, 0)]
+        ws.send(DONE)
+        events, _ = until(ws, "session.done")
+        assert [e["sentence_text"] for e in events if e["type"] == "audio.start"] == ["The second is not yet"]
+
+
+def test_the_same_text_however_it_arrives_gives_the_same_sentences_and_audio(server):
+    whole = speak(server, [TEXT], seed=5)
+    words = speak(server, [w + " " for w in TEXT.split(" ")], seed=5)
+    chars = speak(server, list(TEXT), seed=5)
+    for events, audio in (words, chars):
+        assert [e.get("sentence_text") for e in events] == [e.get("sentence_text") for e in whole[0]]
+        assert audio == whole[1]
+    greedy = [speak(server, [TEXT], temperature=0)[1] for _ in range(2)]  # no seed: temperature 0 repeats
+    assert greedy[0] == greedy[1]
+
+
+def test_each_sentence_hears_the_ones_before_it(server):
+    """A sentence's audio depends on the session's earlier sentences (they are its context): change the first and
+    the second changes; speak the second alone and it changes too."""
+    _, base = speak(server, ["One sentence here. The same second sentence."], seed=9)
+    _, other = speak(server, ["A different opening line. The same second sentence."], seed=9)
+    _, alone = speak(server, ["The same second sentence."], seed=9)
+    assert base[(0, 1)] != other[(0, 1)] and base[(0, 1)] != alone[(0, 0)]
+
+
+def test_cancel_stops_now_and_nothing_of_the_utterance_follows(server):
+    with connect(ws_url(server)) as ws:
+        ws.send(config(seed=3, max_new_tokens=400))
+        ws.send(text("A long sentence that will be interrupted. And a queued one. And a third."))
+        events, audio = until(ws, "audio.start")
+        first = ws.recv(timeout=60)
+        assert isinstance(first, bytes)
+        sent = time.monotonic()
+        ws.send(CANCEL)
+        after, late = [], 0
+        while True:
+            message = ws.recv(timeout=60)
+            if isinstance(message, bytes):
+                assert not after, "audio after cancelled"
+                late += 1
+                continue
+            after.append(json.loads(message))
+            if after[-1]["type"] == "cancelled":
+                break
+        assert after[-1] == {"type": "cancelled", "utterance_index": 0}
+        assert time.monotonic() - sent < 5  # 400 steps would take far longer than the step it waits for
+        ws.send(text("Still usable."))  # the session goes on with the next utterance
+        ws.send(DONE)
+        events, audio = until(ws, "session.done")
+        assert not any(e["type"] in ("audio.start", "audio.done") and e["utterance_index"] == 0 for e in events)
+        assert [e["sentence_text"] for e in events if e["type"] == "audio.start"] == ["Still usable."]
+        assert events[-1]["utterance_index"] == 1
+    wait_until(lambda: get_json(server.url, "/info")["pool"]["admitted"] == 0, 30, "the pool to be empty")
+    assert "realtime" in server.log() and " cancelled: " in server.log()
+
+
+def test_closing_the_socket_stops_the_generation_and_frees_the_slot(server):
+    with connect(ws_url(server)) as ws:
+        ws.send(config(max_new_tokens=400))
+        ws.send(text("This sentence is cut off when the client hangs up. "))
+        until(ws, "audio.start")
+        assert isinstance(ws.recv(timeout=60), bytes)
+    started = time.monotonic()
+    wait_until(lambda: get_json(server.url, "/info")["pool"]["admitted"] == 0, 30, "the slot to be freed")
+    assert time.monotonic() - started < 10
+
+
+def test_bad_input_is_an_error_event_and_the_session_survives(server):
+    with connect(ws_url(server)) as ws:
+        cases = [
+            (text("Too early."), "type", "before session.config"),
+            ("not json", "message", "not JSON"),
+            (json.dumps([1, 2]), "message", "JSON object"),
+            (json.dumps({"type": "input.shout"}), "type", "unknown message type"),
+            (b"\x00\x01", "message", "binary frames"),
+            (json.dumps({"type": "input.text", "text": 5}), "text", "string"),
+            (config(temperature="hot"), "temperature", "temperature"),
+            (config(voice="nobody_here"), "voice", "unknown voice"),
+            (config(response_format="mp3"), "response_format", "response_format"),
+        ]
+        for message, field, words in cases:
+            ws.send(message)
+            error = json.loads(ws.recv(timeout=30))
+            assert error["type"] == "error" and error["field"] == field and words in error["message"], error
+        ws.send(config(seed=1))
+        ws.send(text("Buffered without an end"))
+        ws.send(config(seed=2))
+        error = json.loads(ws.recv(timeout=30))
+        assert error["field"] == "type" and "while text is buffered" in error["message"]
+        ws.send(DONE)
+        events, audio = until(ws, "session.done")  # still speaking, with the first config
+        assert events[-1]["total_sentences"] == 1 and audio
+
+
+def test_an_utterance_is_bounded_by_the_text_limit_and_the_step_budget(server):
+    with connect(ws_url(server)) as ws:
+        ws.send(config(max_new_tokens=400))
+        ws.send(text("x" * 20001))  # the server's text limit (20000 characters)
+        error = json.loads(ws.recv(timeout=30))
+        assert error["type"] == "error" and error["field"] == "text" and "20000" in error["message"]
+        ws.send(text("Short. " * 90))  # 90 sentences x 400 steps > the 32768-step budget
+        events = []
+        while not events or events[-1]["type"] != "error":
+            message = ws.recv(timeout=120)
+            if not isinstance(message, bytes):
+                events.append(json.loads(message))
+        assert events[-1]["field"] == "max_new_tokens" and "32768" in events[-1]["message"]
+        ws.send(CANCEL)  # the sentences queued before the refusal are dropped with the rest
+        assert until(ws, "cancelled")[0][-1]["type"] == "cancelled"
+
+
+def test_sessions_are_admitted_like_requests(guarded):
+    headers = {"X-API-Key": "s3cret-key"}
+    with connect(ws_url(guarded), additional_headers=headers), connect(ws_url(guarded), additional_headers=headers):
+        with pytest.raises(InvalidStatus) as refused:
+            connect(ws_url(guarded), additional_headers=headers)
+        response = refused.value.response
+        assert response.status_code == 503 and int(response.headers["Retry-After"]) > 0
+        started = time.monotonic()
+        assert requests.get(f"{guarded.url}/healthz", timeout=5).status_code == 200
+        assert time.monotonic() - started < 1
+    wait_until(lambda: _opens(guarded, headers), 10, "a session to be admitted again")
+
+
+def _opens(srv, headers) -> bool:
+    try:
+        with connect(ws_url(srv), additional_headers=headers):
+            return True
+    except InvalidStatus:
+        return False
+
+
+def test_the_key_is_checked_before_the_handshake_and_never_logged(guarded):
+    with pytest.raises(InvalidStatus) as refused:
+        connect(ws_url(guarded))
+    assert refused.value.response.status_code == 401
+    with connect(ws_url(guarded), additional_headers={"Authorization": "Bearer s3cret-key"}) as ws:
+        ws.send(config())
+        ws.send(text("Hi."))
+        ws.send(DONE)
+        until(ws, "session.done")
+    # A browser cannot set headers: its key rides in a subprotocol entry, and the server answers with ours alone.
+    with connect(ws_url(guarded), subprotocols=["higgs-audio", "higgs-api-key.s3cret-key"]) as ws:
+        assert ws.subprotocol == "higgs-audio"
+        ws.send(config())
+    with pytest.raises(InvalidStatus) as wrong:
+        connect(ws_url(guarded), subprotocols=["higgs-audio", "higgs-api-key.wrong"])
+    assert wrong.value.response.status_code == 401
+    assert "s3cret-key" not in guarded.log() and "higgs-api-key" not in guarded.log()
+
+
+def test_a_page_from_another_origin_is_refused(guarded):
+    headers = {"X-API-Key": "s3cret-key"}
+    with pytest.raises(InvalidStatus) as refused:
+        connect(ws_url(guarded), additional_headers=headers, origin="https://evil.example")
+    assert refused.value.response.status_code == 403
+    with connect(ws_url(guarded), additional_headers=headers, origin="https://app.example") as ws:
+        ws.send(config())
+
+
+def test_an_idle_session_and_an_oversized_message_are_closed_with_a_reason(guarded):
+    headers = {"X-API-Key": "s3cret-key"}
+    with connect(ws_url(guarded), additional_headers=headers) as ws:
+        ws.send(config())
+        error = json.loads(ws.recv(timeout=10))  # nothing sent for the 1 s idle limit
+        assert error["type"] == "error" and "idle" in error["message"]
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=10)
+        assert closed.value.rcvd.code == 1000 and "idle" in closed.value.rcvd.reason
+    with connect(ws_url(guarded), additional_headers=headers) as ws:
+        ws.send(text("x" * 5000))  # over the 4 KB message limit
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=10)
+        assert closed.value.rcvd.code == 1009
+
+
+def test_metrics_count_sessions_first_audio_and_cancels(server):
+    with connect(ws_url(server)) as ws:
+        ws.send(config(max_new_tokens=400))
+        ws.send(text("Count this one. "))
+        until(ws, "audio.start")
+        assert "higgs_realtime_sessions 1.0" in requests.get(f"{server.url}/metrics", timeout=5).text
+        ws.send(CANCEL)
+        until(ws, "cancelled")
+    metrics = requests.get(f"{server.url}/metrics", timeout=5).text
+    assert "higgs_realtime_first_audio_seconds_count" in metrics
+    assert [line for line in metrics.splitlines() if line.startswith("higgs_realtime_cancels_total ")
+            and float(line.split()[1]) >= 1]
