@@ -8,7 +8,8 @@ generation is greedy, so every run makes exactly --frames frames), then measures
   (d) /generate-stream through the real gunicorn server, (e) 1/2/4/8 concurrent clients with batching on and off
   (and 4 clients on two instances), (f) a named-voice clone, uncached then cached, (g) the bare model's
   forward loop with 1 and 8 rows, and with two threads of 2 rows each: how much batching (and a second
-  instance) this hardware can give at all; and (h) the decode step's cost against what the rows hold.
+  instance) this hardware can give at all; (h) the decode step's cost against what the rows hold; and (i) a
+  realtime session fed at an LLM's pace: its first audio against /generate-stream's, and the silence heard.
 Prints a table and writes JSON with the machine description to bench/results/.
 """
 

@@ -13,6 +13,8 @@ import requests
 
 from tests.harness import EXAMPLES, start_server
 
+from . import realtime
+
 CLONE_FRAMES = 25  # one second: (f) times the reference encoding, not generation
 
 TEXT = "The sun rises in the east and sets in the west. This simple fact has been observed for thousands of years."
@@ -308,6 +310,7 @@ def through_server(checkpoint: Path, work: Path, device: str, frames: int, load_
                 rows.append(row)
                 rows += _load_rows(url, "batching on", levels, load_frames, repeats)
                 rows += _clone_rows(url, voices, repeats)
+                rows += realtime.rows(url, REALTIME_FRAMES, repeats)
             elif label == "batching off":
                 rows += _load_rows(url, "batching off", levels, load_frames, repeats)
             else:
@@ -316,6 +319,9 @@ def through_server(checkpoint: Path, work: Path, device: str, frames: int, load_
         finally:
             server.stop()
     return rows
+
+
+REALTIME_FRAMES = 50  # audio frames per realtime sentence (2 s)
 
 
 def ratios(rows: list[dict]) -> dict:
@@ -340,6 +346,7 @@ def ratios(rows: list[dict]) -> dict:
         "bare_model_two_instances_2_rows_vs_1 (g: the ceiling for the line above)": ratio("g_2x2", "g_1",
                                                                                          "frames_per_s"),
         "cached_clone_vs_uncached": ratio("f_cached", "f_uncached"),
+        "realtime_first_audio_vs_stream_alone (i, target <= 1.1)": ratio("i_first", "i_alone"),
     }
     if "b_compiled" in by:
         out["compiled_vs_eager (b'/b)"] = ratio("b_compiled", "b")

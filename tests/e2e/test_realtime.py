@@ -291,3 +291,21 @@ def test_metrics_count_sessions_first_audio_and_cancels(server):
     assert "higgs_realtime_first_audio_seconds_count" in metrics
     assert [line for line in metrics.splitlines() if line.startswith("higgs_realtime_cancels_total ")
             and float(line.split()[1]) >= 1]
+
+
+def test_the_example_client_writes_what_it_heard(server, tmp_path):
+    import subprocess
+    import sys
+    import wave
+
+    from helpers import ROOT
+
+    done = subprocess.run([sys.executable, str(ROOT / "examples" / "realtime_client.py"), "--url",
+                           server.url.replace("http://", "ws://"), "--voice", "belinda", "--text",
+                           "First sentence here. And a second one.", "--words-per-second", "40", "--max-new-tokens", "60",
+                           "-o", "out.wav"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "speaking: First sentence here." in done.stdout and "2 sentence(s)" in done.stdout
+    with wave.open(str(tmp_path / "out.wav")) as audio:
+        assert audio.getframerate() == 24000 and audio.getnframes() > 24000
