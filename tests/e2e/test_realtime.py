@@ -20,7 +20,8 @@ SENTENCES = ["Hello there.", "How are you today?", "I am fine;", "thanks!"]
 
 @pytest.fixture(scope="module")
 def server(tiny_checkpoint, tmp_path_factory):
-    srv = start_server(tiny_checkpoint, tmp_path_factory.mktemp("realtime"), "--max-new-tokens", "400")
+    srv = start_server(tiny_checkpoint, tmp_path_factory.mktemp("realtime"), "--max-new-tokens", "400",
+                       "--voice-aliases", "alloy=belinda")
     yield srv
     srv.stop()
 
@@ -309,3 +310,30 @@ def test_the_example_client_writes_what_it_heard(server, tmp_path):
     assert "speaking: First sentence here." in done.stdout and "2 sentence(s)" in done.stdout
     with wave.open(str(tmp_path / "out.wav")) as audio:
         assert audio.getframerate() == 24000 and audio.getnframes() > 24000
+
+
+def test_agents_over_http_livekits_sse_mp3_and_pipecats_aliased_voice(server):
+    """The official openai SDK against the real server, making the requests LiveKit's and Pipecat's OpenAI TTS
+    services make: mp3 deltas over SSE, and an OpenAI voice name that an alias turns into one library voice."""
+    import base64
+
+    import av
+    import openai
+
+    client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
+    with client.audio.speech.with_streaming_response.create(
+            model="gpt-4o-mini-tts", voice="alloy", input="Hello from an agent.", response_format="mp3",
+            stream_format="sse", extra_body={"max_new_tokens": 60, "seed": 1}) as response:
+        events = [json.loads(line[5:]) for line in response.iter_lines() if line.startswith("data:")]
+    mp3 = b"".join(base64.b64decode(e["audio"]) for e in events if e["type"] == "speech.audio.delta")
+    import io
+
+    with av.open(io.BytesIO(mp3)) as container:
+        assert container.format.name == "mp3" and sum(f.samples for f in container.decode(audio=0)) > 24000
+    body = {"model": "tts-1", "input": "One voice.", "response_format": "wav",
+            "extra_body": {"max_new_tokens": 40, "seed": 2}}
+    assert client.audio.speech.create(voice="alloy", **body).content == \
+        client.audio.speech.create(voice="belinda", **body).content
+    # In a realtime session too: the alias clones its voice exactly as the voice's own name does.
+    assert speak(server, ["Same voice here."], voice="alloy", seed=3)[1] == \
+        speak(server, ["Same voice here."], voice="belinda", seed=3)[1]
