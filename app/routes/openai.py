@@ -15,7 +15,6 @@ from ..runtime import runtime
 from ..schemas import SpeechSchema
 from ..serving.speech import model_ids
 from ..serving.speech import speech as serve_speech
-from ..serving.speech_file import complete_file
 from ..serving.voices import aliases_listing
 from . import Blueprint
 
@@ -31,7 +30,7 @@ _CREATED = int(time.time())
               content_type="audio/mpeg")
 def speech(args):
     """Text to speech, OpenAI style; `stream: false` (an extension) asks for the complete file."""
-    return serve_speech(args) if args["stream"] else complete_file(args)
+    return serve_speech(args)
 
 
 @blp.route("/audio/voices", methods=["GET"])

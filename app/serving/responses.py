@@ -43,12 +43,16 @@ def client_watch() -> Watch:
     return Watch(settings.ping_interval, client_disconnect_probe(request.environ), settings.client_timeout)
 
 
+def seed_header(seed: int | None) -> dict[str, str]:
+    """X-Seed: the seed a generation used, so its audio can be reproduced (none for a greedy one)."""
+    return {"X-Seed": str(seed)} if seed is not None else {}
+
+
 def stream_response(body: Iterator, mimetype: str, handle: Generation, seed: int | None = None) -> Response:
     """A streamed answer (no caching, nginx buffering off) whose closing ends the handle if the body did not. `seed`
     (the one the generation uses) goes out as X-Seed, so any answer can be reproduced."""
-    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "X-Request-ID": handle.request_id}
-    if seed is not None:
-        headers["X-Seed"] = str(seed)
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "X-Request-ID": handle.request_id,
+               **seed_header(seed)}
     response = Response(stream_with_context(body), mimetype=mimetype, headers=headers)
     response.call_on_close(handle.close)
     return response

@@ -17,13 +17,13 @@ from flask import Response
 
 from model_pool.defaults import DEFAULT_MODEL, DEFAULT_SCENE
 from model_pool.errors import Cancelled
-from model_pool.lifecycle import Event
+from model_pool.lifecycle import Event, collect
 
 from ..errors import StreamAborted, UnknownModel
 from ..runtime import runtime
 from .encoder import StreamEncoder
 from .jobs import start_job
-from .responses import client_watch, stream_response
+from .responses import client_watch, seed_header, stream_response
 from .sse import speech_events
 from .voices import resolve_voice
 
@@ -90,9 +90,14 @@ def speech(args: dict) -> Response:
         raise UnknownModel(args["model"], ids)
     fields = {**args, "text": args["input"], "ref_audio": resolve_voice(args["voice"]),
               "scene_prompt": args["instructions"] if args["instructions"] is not None else DEFAULT_SCENE}
-    encoder = StreamEncoder(args["response_format"], args["speed"])
+    # `stream: false` (vllm-omni's extension): the complete file with exact headers, made like /generate's.
+    encoder = StreamEncoder(args["response_format"], args["speed"], seekable=not args["stream"])
     job, handle = start_job(fields, "/v1/audio/speech", "speech", names=SPEECH_NAMES)
     events = handle.events(client_watch())
+    if not args["stream"]:
+        encoder.push(collect(events))  # every failure until the file is whole is a JSON error with its status
+        return Response(encoder.finish(), mimetype=encoder.mime,
+                        headers={"X-Request-ID": job.request_id, **seed_header(job.seed)})
     if args["stream_format"] == "sse":
         return stream_response(speech_events(job, events, handle.stats, encoder), "text/event-stream", handle,
                                job.seed)
