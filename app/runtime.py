@@ -34,6 +34,7 @@ class Runtime:
             max_text_chars=settings.max_text_chars,
             max_speakers=settings.max_speakers,
             max_request_steps=settings.max_request_steps,
+            device=settings.device,
         )
 
     def _build_pool(self):

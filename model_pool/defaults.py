@@ -7,6 +7,8 @@ from them. Nothing here reads the environment.
 DEFAULT_MODEL = "bosonai/higgs-audio-v2-generation-3B-base"
 DEFAULT_AUDIO_TOKENIZER = "bosonai/higgs-audio-v2-tokenizer"
 DEFAULT_SCENE = "quiet_indoor"
+# model_pool.tiny writes this file beside the random-weight checkpoint it builds (make demo, the tests): /info says so.
+TINY_CHECKPOINT_MARKER = "TINY_CHECKPOINT.json"
 
 DEFAULT_MAX_NEW_TOKENS = 2048  # decode steps per chunk (the spec's --max-new-tokens)
 # Tokens one row may hold in the KV cache: its prompt plus its max_new_tokens. Upstream's engine uses static caches

@@ -116,7 +116,9 @@ class TTSService:
         max_speakers: int = MAX_SPEAKERS,
         max_request_steps: int = DEFAULT_MAX_REQUEST_STEPS,
         max_text_chars: int = DEFAULT_MAX_TEXT_CHARS,
+        device: str = "auto",
     ):
+        self.device = device
         self.loader = loader
         self.planner = PromptPlanner(voices, scenes, max_speakers=max_speakers)
         self.max_new_tokens = max_new_tokens
@@ -162,8 +164,14 @@ class TTSService:
         return self.loader.pool()
 
     def status(self) -> dict:
-        """The engine's state for health checks and /info: state, load_error, pool (stats), devices."""
-        return self.loader.status()
+        """The engine's state for health checks and /info: state, load_error, pool (stats), devices (those in use,
+        or before a load, what the --device spec means on this machine)."""
+        status = self.loader.status()
+        if not status["devices"]:
+            from .engine.loader import device_names  # torch, on the model side of the line
+
+            status["devices"] = device_names(self.device)
+        return status
 
     def admit(self) -> Reservation:
         """A place in the pool now, or NotReady / PoolBusy (before a response's first byte)."""

@@ -23,6 +23,8 @@ import sys
 import time
 from pathlib import Path
 
+from .defaults import TINY_CHECKPOINT_MARKER
+
 SPECIAL_TOKENS = [
     "<|begin_of_text|>",
     "<|end_of_text|>",
@@ -207,7 +209,7 @@ def build(out_dir: str | Path, size: str = "tiny", seed: int = 0) -> Path:
     (model_dir / "chat_template.jinja").write_text(chat_template(), encoding="utf-8")
     codec.save_pretrained(codec_dir)
     extractor.save_pretrained(codec_dir)
-    (out / "TINY_CHECKPOINT.json").write_text(json.dumps({"size": size, "seed": seed}), encoding="utf-8")
+    (out / TINY_CHECKPOINT_MARKER).write_text(json.dumps({"size": size, "seed": seed}), encoding="utf-8")
     return out
 
 

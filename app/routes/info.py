@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from model_pool.engine.loader import device_names
+from model_pool.defaults import TINY_CHECKPOINT_MARKER
 
 from ..runtime import runtime
 from ..schemas import InfoSchema, ScenesSchema, VoicesSchema
@@ -26,8 +26,8 @@ SUPPORTED_FEATURES = [
 
 
 def random_weights(model_path: str) -> bool:
-    """model_pool.tiny (`make demo`, the tests) writes TINY_CHECKPOINT.json beside the model directory it builds."""
-    return (Path(model_path).parent / "TINY_CHECKPOINT.json").is_file()
+    """model_pool.tiny (`make demo`, the tests) marks the checkpoints it builds."""
+    return (Path(model_path).parent / TINY_CHECKPOINT_MARKER).is_file()
 
 
 @blp.route("/info", methods=["GET"])
@@ -39,7 +39,7 @@ def info():
         "model_name": rt.settings.model_path,
         "audio_tokenizer": rt.settings.audio_tokenizer_path,
         # The devices in use; before a load (or after a failed one), the devices --device means here.
-        "device": ",".join(status["devices"] or device_names(rt.settings.device)),
+        "device": ",".join(status["devices"]),
         "random_weights": random_weights(rt.settings.model_path),
         "is_loaded": status["pool"] is not None,
         "load_error": status["load_error"],
