@@ -70,22 +70,37 @@ class Context:
 
 
 @dataclass
-class Conversation:
-    """A realtime session's context: the plan its config made (voice, scene), its sampling, and the sentences
-    spoken so far with their codes (chunks of one long-form generation, in order)."""
+class History:
+    """The sentences a session has spoken, with their codes: shared by the configs that keep one voice."""
 
     context: Context
+
+
+@dataclass
+class Conversation:
+    """A realtime session under one config: the plan it made (voice, scene), its sampling, and the history of the
+    sentences spoken so far (chunks of one long-form generation, in order). `continuing` another conversation of
+    the same voice shares its history, so sentences still queued under the old config add to the same one."""
+
+    history: History
     sampling: SamplingParams
     request_id: str
+
+    @property
+    def context(self) -> Context:
+        return self.history.context
 
     @property
     def sentences(self) -> list[str]:
         return list(self.context.plan.chunks)
 
+    def continuing(self, earlier: Conversation) -> Conversation:
+        return Conversation(earlier.history, self.sampling, self.request_id)
+
     def said(self, sentence: str, frames, dropped: int) -> None:
         plan = self.context.plan
-        self.context = Context(replace(plan, chunks=[*plan.chunks, sentence]), [*self.context.generated, frames],
-                               dropped)
+        self.history.context = Context(replace(plan, chunks=[*plan.chunks, sentence]),
+                                       [*self.context.generated, frames], dropped)
 
 
 CONFIG_PROBE = "Hello."  # a session's config is checked with this text; its sentences come later
@@ -274,7 +289,7 @@ class TTSService:
         """A session's voice, scene and sampling checked and its reference clips encoded once: every sentence of
         the session is then a chunk of one long-form generation that grows as text arrives."""
         job = self.prepare(replace(request, text=CONFIG_PROBE, chunk_method=None), request_id)
-        return Conversation(Context(replace(job.plan, chunks=[]), []), job.sampling, request_id)
+        return Conversation(History(Context(replace(job.plan, chunks=[]), [])), job.sampling, request_id)
 
     def start_sentence(self, conversation: Conversation, text: str, on_finish: Observer | None = None,
                        label: str = "realtime", wait: float | None = None) -> Generation:

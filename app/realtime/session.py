@@ -144,7 +144,7 @@ class RealtimeSession:
         conversation = self.service.prepare_conversation(request, self.request_id)
         key = (request.ref_audio, request.scene_prompt)
         if self.conversation is not None and key == self.voice_key:
-            conversation.context = self.conversation.context  # the same voice: the conversation goes on
+            conversation = conversation.continuing(self.conversation)  # the same voice: the conversation goes on
         self.conversation, self.voice_key = conversation, key
 
     def _queue_sentence(self, text: str) -> None:

@@ -59,3 +59,15 @@ def test_a_sentence_that_cannot_fit_alone_is_refused_before_admission(service):
     with pytest.raises(Exception, match="limit is 30"):
         service.start_sentence(conversation, "A sentence that is certainly longer than thirty characters.")
     assert service.pool().stats()["admitted"] == 0
+
+
+def test_a_new_config_with_the_same_voice_continues_the_history(service):
+    one = service.prepare_conversation(request(), "s4")
+    straight = [spoken(service, one, s) for s in SENTENCES[:2]]
+    first = service.prepare_conversation(request(), "s5")
+    spoken(service, first, SENTENCES[0])
+    second = service.prepare_conversation(request(), "s5").continuing(first)  # session.config sent again
+    assert np.array_equal(spoken(service, second, SENTENCES[1]), straight[1])
+    assert first.sentences == second.sentences == one.sentences  # one history, whichever config spoke
+    fresh = service.prepare_conversation(request(), "s6")
+    assert not np.array_equal(spoken(service, fresh, SENTENCES[1]), straight[1])  # without it: another audio
