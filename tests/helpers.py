@@ -139,3 +139,13 @@ def at_once(calls: list, timeout: float = 120) -> list:
 def run_together(engine, jobs):
     """Start every job (text, params) at once so they share batches; return their frames in order."""
     return at_once([lambda job=job: run(engine, *job) for job in jobs])
+
+
+def openai_sdk(app, api_key: str = "none"):
+    """The official openai SDK talking to the Flask app in-process (a WSGI transport, no server)."""
+    import httpx2
+    import openai
+
+    base = "http://higgs.test/v1"
+    client = httpx2.Client(transport=httpx2.WSGITransport(app=app), base_url=base)
+    return openai.OpenAI(api_key=api_key, base_url=base, max_retries=0, http_client=client)

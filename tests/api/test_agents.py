@@ -6,26 +6,21 @@ from __future__ import annotations
 import base64
 import json
 
-import httpx2
 import openai
 import pytest
 
-from helpers import decode_audio, make_app
+from helpers import decode_audio, make_app, openai_sdk
 
 
 @pytest.fixture(scope="module")
-def app(tmp_path_factory, engine):
-    return make_app(tmp_path_factory.mktemp("agents"), engine, voice_aliases="alloy=belinda,echo=no_such_voice")
+def agent(tmp_path_factory, engine):
+    """The app with two aliases (one to a voice that does not exist) and the SDK an agent would use on it."""
+    app = make_app(tmp_path_factory.mktemp("agents"), engine, voice_aliases="alloy=belinda,echo=no_such_voice")
+    return app, openai_sdk(app)
 
 
-@pytest.fixture(scope="module")
-def sdk(app):
-    transport = httpx2.WSGITransport(app=app)
-    return openai.OpenAI(api_key="none", base_url="http://higgs.test/v1", max_retries=0,
-                         http_client=httpx2.Client(transport=transport, base_url="http://higgs.test/v1"))
-
-
-def test_livekits_default_request_streams_mp3_deltas(sdk):
+def test_livekits_default_request_streams_mp3_deltas(agent):
+    sdk = agent[1]
     """livekit-plugins-openai's defaults: gpt-4o-mini-tts with mp3 make it ask for stream_format sse and decode each
     delta as mp3; the deltas are base64 pieces of one mp3 stream."""
     with sdk.audio.speech.with_streaming_response.create(
@@ -41,7 +36,8 @@ def test_livekits_default_request_streams_mp3_deltas(sdk):
 
 
 @pytest.mark.parametrize("fmt", ["opus", "aac", "flac", "wav"])
-def test_sse_deltas_carry_any_format(sdk, fmt):
+def test_sse_deltas_carry_any_format(agent, fmt):
+    sdk = agent[1]
     with sdk.audio.speech.with_streaming_response.create(
             model="tts-1", voice="belinda", input="Hello.", response_format=fmt, stream_format="sse",
             extra_body={"max_new_tokens": 40, "seed": 2}) as response:
@@ -50,7 +46,8 @@ def test_sse_deltas_carry_any_format(sdk, fmt):
     assert decode_audio(data, fmt)[1] > 0.5
 
 
-def test_an_alias_clones_its_voice_exactly(sdk, app):
+def test_an_alias_clones_its_voice_exactly(agent):
+    app, sdk = agent
     """Pipecat accepts only OpenAI's voice names: with alloy=belinda, every sentence is belinda's voice."""
     body = {"model": "tts-1", "input": "The same voice every time.", "response_format": "wav",
             "extra_body": {"max_new_tokens": 40, "seed": 4}}
@@ -62,13 +59,15 @@ def test_an_alias_clones_its_voice_exactly(sdk, app):
     assert voices["alloy"] == {"id": "alloy", "object": "voice", "name": "alloy", "type": "alias", "voice": "belinda"}
 
 
-def test_an_alias_to_a_missing_voice_says_so_when_used(sdk):
+def test_an_alias_to_a_missing_voice_says_so_when_used(agent):
+    sdk = agent[1]
     with pytest.raises(openai.NotFoundError) as missing:
         sdk.audio.speech.create(model="tts-1", voice="echo", input="Hi.", extra_body={"max_new_tokens": 20})
     assert "alias of 'no_such_voice'" in str(missing.value) and missing.value.body["param"] == "voice"
 
 
-def test_temperature_zero_repeats_without_a_seed(sdk):
+def test_temperature_zero_repeats_without_a_seed(agent):
+    sdk = agent[1]
     body = {"model": "tts-1", "voice": "nova", "input": "Greedy and repeatable.", "response_format": "wav",
             "extra_body": {"temperature": 0, "max_new_tokens": 60}}
     assert sdk.audio.speech.create(**body).content == sdk.audio.speech.create(**body).content

@@ -5,13 +5,12 @@ from __future__ import annotations
 import base64
 import json
 
-import httpx2
 import numpy as np
 import openai
 import pytest
 
 from app.serving.encoder import FORMATS
-from helpers import decode_audio, make_app
+from helpers import decode_audio, make_app, openai_sdk
 
 GREEDY = {"temperature": 0, "max_new_tokens": 40}
 
@@ -23,9 +22,7 @@ def app(tmp_path_factory, engine):
 
 @pytest.fixture(scope="module")
 def sdk(app):
-    transport = httpx2.WSGITransport(app=app)
-    return openai.OpenAI(api_key="sk-test", base_url="http://higgs.test/v1", max_retries=0,
-                         http_client=httpx2.Client(transport=transport, base_url="http://higgs.test/v1"))
+    return openai_sdk(app, "sk-test")
 
 
 def _speech(sdk, fmt=None, **kwargs):
@@ -119,8 +116,7 @@ def test_errors_come_back_as_openai_errors(sdk, params, error, param):
 
 
 def test_a_wrong_key_is_an_authentication_error(app):
-    client = openai.OpenAI(api_key="sk-wrong", base_url="http://higgs.test/v1", max_retries=0,
-                           http_client=httpx2.Client(transport=httpx2.WSGITransport(app=app)))
+    client = openai_sdk(app, "sk-wrong")
     with pytest.raises(openai.AuthenticationError) as caught:
         client.models.list()
     assert caught.value.body["type"] == "authentication_error" and "sk-wrong" not in str(caught.value.body)
