@@ -1,5 +1,6 @@
 """The playground and the spec's JavaScript client in a real browser: Debian's Chromium, headless, driven by
-Playwright, against `python api_server.py` (real gunicorn) on loopback."""
+Playwright, against `python api_server.py` (real gunicorn) on loopback. The playground's takes, voices, realtime
+and deployment tests (test_playground_*.py) share this file's fixtures and page helpers."""
 
 from __future__ import annotations
 
@@ -19,12 +20,36 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-sync",
                  "--disable-background-networking", "--disable-component-update",
                  "--autoplay-policy=no-user-gesture-required"]
-SETTLED = "window.playground.done !== null || window.playground.result !== null || window.playground.error !== null"
+
+# What a waveform canvas shows: inked pixels and the columns that hold any.
+INK = """canvas => {
+  const {data} = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height);
+  const columns = new Set();
+  let inked = 0;
+  for (let i = 3; i < data.length; i += 4) {
+    if (data[i] > 0) { inked++; columns.add(((i - 3) / 4) % canvas.width); }
+  }
+  return {inked, columns: columns.size, width: canvas.width, height: canvas.height};
+}"""
+# A take's samples as the page holds them (for comparing two takes' audio).
+SAMPLES = """n => {
+  const card = [...window.playground.takes.cards.values()].find(c => c.take.n === n);
+  return Array.from(card.samples);
+}"""
+
+
+def start_playground_server(tiny_checkpoint, directory, *extra, env=None):
+    """The real server with its own copy of the shipped voices: the tests add and delete voices."""
+    voices = directory / "voices"
+    shutil.copytree(EXAMPLES / "voice_prompts", voices)
+    return start_server(tiny_checkpoint, directory, "--max-new-tokens", "600", "--voice-prompts-dir", str(voices),
+                        *extra, env=env)
 
 
 @pytest.fixture(scope="module")
 def server(tiny_checkpoint, tmp_path_factory):
-    srv = start_server(tiny_checkpoint, tmp_path_factory.mktemp("browser"), "--max-new-tokens", "600")
+    srv = start_playground_server(tiny_checkpoint, tmp_path_factory.mktemp("browser"))
+    srv.voices = srv.log_dir / "voices"
     yield srv
     srv.stop()
 
@@ -37,70 +62,134 @@ def browser():
         chromium.close()
 
 
-@pytest.fixture
-def page(browser, server):
-    context = browser.new_context()
+def open_playground(browser, url, **context_options):
+    """A fresh browser profile (empty storage) on the playground, voices and scenes loaded; short greedy takes."""
+    context = browser.new_context(accept_downloads=True, **context_options)
     page = context.new_page()
-    errors = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.goto(f"{server.url}/playground")
+    page.errors = []
+    page.on("pageerror", lambda exc: page.errors.append(str(exc)))
+    page.goto(f"{url}/playground")
     page.wait_for_function("window.playground.ready === true")
     page.fill("#max_new_tokens", "80")
     page.fill("#temperature", "0")
+    return page
+
+
+@pytest.fixture
+def page(browser, server):
+    page = open_playground(browser, server.url)
     yield page
-    context.close()
-    assert errors == []
+    page.context.close()
+    assert page.errors == []
+
+
+def take(page, n):
+    """Take number n's card."""
+    return page.locator(f'#take_list > li[data-take="{n}"]')
+
+
+def wait_for_take(page, n, timeout=120_000):
+    """Take n is finished (its card no longer running) and the page is idle again."""
+    page.wait_for_selector(f'#take_list > li[data-take="{n}"]:not(.running)', timeout=timeout)
+    page.wait_for_function("window.playground.busy === false")
+    return take(page, n)
+
+
+def ink(card):
+    return card.locator("canvas.wave").evaluate(INK)
+
+
+def assert_drawn(card):
+    drawn = ink(card)
+    assert drawn["columns"] >= 0.95 * drawn["width"], drawn  # the whole take, left to right
+    assert drawn["inked"] >= 0.05 * drawn["width"] * drawn["height"], drawn  # more than a flat line
 
 
 def test_the_page_lists_voices_and_scenes(page):
     voices = page.eval_on_selector_all("#voice option", "options => options.map(o => o.value)")
     assert "belinda" in voices and "" in voices  # "" = smart voice
+    assert "profile:male_en" in voices  # the described voices of profile.yaml
     assert page.eval_on_selector("#scene", "s => s.value") == "quiet_indoor"
+    assert page.locator("#voice_list li[data-voice=belinda] .badge").text_content() == "synthetic"
 
 
-def test_generate_plays_the_wav(page):
+def test_generate_adds_a_take_with_its_waveform_and_settings(page):
     page.select_option("#voice", "belinda")
     page.click("#generate")
-    page.wait_for_function(SETTLED)
-    state = page.evaluate("window.playground")
-    assert state["error"] is None and state["result"]["success"] is True
-    # The browser decoded the WAV: the player's duration is the server's.
-    page.wait_for_function("document.getElementById('player').duration > 0")
-    duration = page.evaluate("document.getElementById('player').duration")
-    assert abs(duration - state["result"]["duration"]) <= 0.05
+    card = wait_for_take(page, 1)
+    meta = card.locator(".take-meta").text_content()
+    assert "voice belinda" in meta and "scene quiet_indoor" in meta and "greedy" in meta
+    assert " s · first audio " in meta and meta.endswith("(whole file)")
+    assert "temperature 0 · top-k 50 · top-p 0.95 · max 80 tokens" in card.locator(".take-sampling").text_content()
+    assert card.locator(".take-text").text_content() == page.input_value("#text")
+    assert_drawn(card)
     assert page.text_content("#status").startswith("done:")
 
 
-def test_stream_plays_pcm_as_it_arrives_and_shows_time_to_first_audio(page):
-    page.fill("#max_new_tokens", "300")
+def test_stream_grows_the_waveform_as_audio_arrives_then_shows_time_to_first_audio(page):
+    page.fill("#max_new_tokens", "400")
     page.click("#stream")
-    page.wait_for_function(SETTLED, timeout=120_000)
-    state = page.evaluate("window.playground")
-    assert state["error"] is None, state["error"]
-    events = state["events"]
-    assert events[0] == "start" and events[-1] == "done" and events.count("audio") >= 3
-    assert state["streamedSamples"] == round(state["done"]["duration"] * 24000)
-    assert page.text_content("#ttfa").endswith(" ms") and 0 < state["firstAudioMs"]
-    # Web Audio scheduled the pieces back to back and the context is playing them.
-    assert page.evaluate("window.playground.audioContext.state") == "running"
+    card = take(page, 1)
+    # While it streams: part of the waveform is drawn, the progress says how far the tokens got.
+    partly = f"""() => {{
+      const card = document.querySelector('#take_list > li[data-take="1"]');
+      if (!card || !card.classList.contains('running')) return false;
+      const drawn = ({INK})(card.querySelector('canvas'));
+      return drawn.columns > 0 && drawn.columns < 0.8 * drawn.width;
+    }}"""
+    page.wait_for_function(partly, timeout=60_000)
+    assert " of 400 tokens" in card.locator(".take-progress span").text_content()
+    wait_for_take(page, 1)
+    assert_drawn(card)
+    assert card.locator(".take-progress").is_hidden()
+    meta = card.locator(".take-meta").text_content()
+    assert " s · first audio " in meta and " ms" in meta and "whole file" not in meta
+    # Web Audio is playing the pieces back to back.
+    assert page.evaluate("window.playground.stream.context.state") == "running"
 
 
 def test_upload_a_reference_clip_and_generate(page, tmp_path):
     clip = write_voice(tmp_path, "mine", seconds=1.5)
+    page.click("#clip_box summary")
     page.set_input_files("#ref_file", str(clip))
     page.fill("#ref_text", "Reference words.")
+    assert "clip file is cloned" in page.text_content("#voice_note")
     with page.expect_response("**/generate-upload") as response:
         page.click("#generate")
     assert response.value.status == 200
-    page.wait_for_function(SETTLED)
-    assert page.evaluate("window.playground.result.duration") > 0
+    card = wait_for_take(page, 1)
+    assert "clip mine.wav" in card.locator(".take-meta").text_content()
+    assert_drawn(card)
 
 
-def test_a_bad_value_shows_the_servers_message(page):
+def test_a_bad_value_shows_the_servers_message_and_adds_no_take(page):
     page.fill("#top_k", "5000")
     page.click("#generate")
-    page.wait_for_function(SETTLED)
-    assert "top_k" in page.text_content("#status") and "error" in page.get_attribute("#status", "class")
+    page.wait_for_function("document.getElementById('status').classList.contains('error')")
+    assert "top_k" in page.text_content("#status")
+    assert page.locator("#take_list > li").count() == 0
+
+
+def test_every_asset_comes_from_the_server_and_nothing_else_is_asked_for(browser, server):
+    context = browser.new_context()
+    outside, assets = [], []
+
+    def only_the_server(route):
+        if route.request.url.startswith(server.url):
+            if "asset=" in route.request.url:
+                assets.append(route.request.url.split("asset=")[1])
+            route.continue_()
+        else:
+            outside.append(route.request.url)
+            route.abort()
+
+    context.route("**/*", only_the_server)
+    page = context.new_page()
+    page.goto(f"{server.url}/playground")
+    page.wait_for_function("window.playground.ready === true")
+    assert outside == []
+    assert {"style.css", "main.js", "takes.js", "waveform.js", "realtime.js", "library.js"} <= set(assets)
+    context.close()
 
 
 @pytest.fixture
@@ -127,9 +216,14 @@ def test_spec_javascript_client_from_another_origin_works_through_cors(browser, 
     context.close()
 
 
-def test_the_page_loads_without_the_api_key(tmp_path, engine):
+def test_the_page_and_its_assets_load_without_the_api_key(tmp_path, engine):
     client = make_app(tmp_path, engine, api_key="sk-test").test_client()
     page = client.get("/playground")
     assert page.status_code == 200 and b"Higgs Audio playground" in page.data
+    script = client.get("/playground?asset=main.js")
+    assert script.status_code == 200 and script.mimetype == "text/javascript"
+    assert client.get("/playground?asset=style.css").mimetype == "text/css"
+    for name in ("../playground.html", "..%2Fapp.py", ".hidden.js", "nothing.js", "main.py"):
+        assert client.get(f"/playground?asset={name}").status_code == 404, name
     assert client.get("/").headers["Location"].endswith("playground")
     assert client.get("/voices").status_code == 401  # the API behind it still wants the key
