@@ -46,20 +46,27 @@ def start_playground_server(tiny_checkpoint, directory, *extra, env=None):
                         *extra, env=env)
 
 
-@pytest.fixture(scope="module")
-def server(tiny_checkpoint, tmp_path_factory):
-    srv = start_playground_server(tiny_checkpoint, tmp_path_factory.mktemp("browser"))
+# The fixtures of every playground test file (each wraps these: `server = pytest.fixture(scope="module")(...)`):
+# a server per test file, one Chromium per file, a fresh profile per test.
+def playground_server(tiny_checkpoint, tmp_path_factory):
+    srv = start_playground_server(tiny_checkpoint, tmp_path_factory.mktemp("playground"))
     srv.voices = srv.log_dir / "voices"
     yield srv
     srv.stop()
 
 
-@pytest.fixture(scope="module")
-def browser():
+def chromium():
     with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+def playground_page(browser, server):
+    page = open_playground(browser, server.url)
+    yield page
+    page.context.close()
+    assert page.errors == []
 
 
 def open_playground(browser, url, **context_options):
@@ -75,12 +82,9 @@ def open_playground(browser, url, **context_options):
     return page
 
 
-@pytest.fixture
-def page(browser, server):
-    page = open_playground(browser, server.url)
-    yield page
-    page.context.close()
-    assert page.errors == []
+server = pytest.fixture(scope="module")(playground_server)
+browser = pytest.fixture(scope="module")(chromium)
+page = pytest.fixture(playground_page)
 
 
 def take(page, n):
