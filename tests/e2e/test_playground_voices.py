@@ -112,6 +112,7 @@ def test_the_dialogue_helper_inserts_speaker_tags_and_sends_a_voice_per_speaker(
     page.keyboard.type("I slept through all of it.")
     text = page.input_value("#text")
     assert text == "[SPEAKER0] Did you hear the storm last night?\n[SPEAKER1] I slept through all of it."
+    assert "each speaker gets the voice picked in the dialogue helper" in page.text_content("#voice_note")
 
     # One voice picked, the other left on the smart voice: the server matches voices by position, so say so.
     page.select_option("#speaker0_voice", "belinda")

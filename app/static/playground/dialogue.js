@@ -56,6 +56,7 @@ export class Dialogue {
     const lead = before === '' || before.endsWith('\n') ? '' : '\n';
     const tag = `${lead}[SPEAKER${i}] `;
     t.setRangeText(tag, at, t.selectionEnd, 'end');
+    t.dispatchEvent(new Event('input'));
     t.focus();
   }
 

@@ -191,14 +191,15 @@ function showModel(info) {
 
 function showVoiceNote() {
   const option = $('voice').selectedOptions[0];
-  const notes = [];
-  if (option && option.dataset.synthetic) {
-    notes.push('This voice is a synthetic stand-in (espeak-ng): cloning it gives a synthetic voice. '
-               + 'Add a real recording to the voice library, or keep a voice you like from a take.');
-  }
-  if (!$('voice').value) notes.push('The smart voice changes on every request: keep one you like from its take.');
-  if ($('ref_file').files[0]) notes.push('The clip file is cloned instead of the voice picked here.');
-  $('voice_note').textContent = notes.join(' ');
+  let note = '';
+  if ($('ref_file').files[0]) note = 'The clip file is cloned instead of the voice picked here.';
+  else if (/\[SPEAKER\d+\]/.test($('text').value)) {
+    note = 'The text is a dialogue: each speaker gets the voice picked in the dialogue helper.';
+  } else if (option && option.dataset.synthetic) {
+    note = 'This voice is a synthetic stand-in (espeak-ng): cloning it gives a synthetic voice. '
+           + 'Add a real recording to the voice library, or keep a voice you like from a take.';
+  } else if (!$('voice').value) note = 'The smart voice changes on every request: keep one you like from its take.';
+  $('voice_note').textContent = note;
 }
 
 async function loadChoices() {
@@ -250,6 +251,7 @@ function wire() {
     }
   });
   $('voice').onchange = showVoiceNote;
+  $('text').addEventListener('input', showVoiceNote);
   $('ref_file').onchange = showVoiceNote;
   $('clear_clip').onclick = () => { $('ref_file').value = ''; showVoiceNote(); };
   $('clear_takes').onclick = () => {
