@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 DEMO_DIR := .demo/tiny
 ARGS ?=
 
-.PHONY: run demo test test-fast lint voices tiny bench gpu-check gpu-wheels clean system-deps
+.PHONY: run demo test test-fast lint voices tiny bench gpu-check gpu-wheels clean system-deps screenshot
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,14 @@ test: $(VENV)/.installed system-deps
 # The inner loop: unit and API tests, no real servers, browsers or proxies (about 2 minutes).
 test-fast: $(VENV)/.installed
 	HF_HUB_OFFLINE=1 $(PY) -m pytest -q -m "not e2e" $(ARGS)
+
+# docs/playground.png, the README's picture of the playground: taken by the browser test that makes two takes on a
+# real server (the tiny model) in Debian's Chromium, and kept under 200 KB.
+screenshot: $(VENV)/.installed system-deps
+	HF_HUB_OFFLINE=1 PLAYGROUND_SCREENSHOT=docs/playground.png $(PY) -m pytest -q \
+		tests/e2e/test_playground_takes.py::test_screenshot
+	@size=$$(stat -c %s docs/playground.png); echo "docs/playground.png: $$size bytes"; \
+	  [ $$size -lt 204800 ] || { echo "over 200 KB: make the picture smaller"; exit 1; }
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check .

@@ -145,10 +145,10 @@ def test_stop_keeps_the_audio_that_arrived_as_a_stopped_take(page):
 
 
 def test_screenshot(page):
-    """The README's picture: a few takes, a voice picked, a dialogue text (PLAYGROUND_SCREENSHOT=path to write)."""
+    """The README's picture (PLAYGROUND_SCREENSHOT: where to write it): two takes, the newer one paused part way."""
     if not SCREENSHOT:
         pytest.skip("make screenshot sets PLAYGROUND_SCREENSHOT")
-    page.set_viewport_size({"width": 1280, "height": 900})
+    page.set_viewport_size({"width": 1200, "height": 860})
     page.fill("#temperature", "0.8")
     page.fill("#text", "The lighthouse keeper climbed the stairs. Tonight the storm would test the old lamp.")
     generate(page, 1)
@@ -158,4 +158,4 @@ def test_screenshot(page):
     page.wait_for_function("Number(document.querySelector('#take_list > li[data-take=\"2\"] canvas')"
                            ".getAttribute('aria-valuenow')) > 1")
     take(page, 2).locator(".play").click()
-    page.screenshot(path=str(ROOT / SCREENSHOT), clip={"x": 0, "y": 0, "width": 1280, "height": 900})
+    page.screenshot(path=str(ROOT / SCREENSHOT), clip={"x": 0, "y": 0, "width": 1200, "height": 860})
