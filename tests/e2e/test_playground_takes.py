@@ -1,7 +1,7 @@
 """The playground's takes in Chromium against the real server: play one and watch its position move, download it
 in every format (decoded back with PyAV), re-run it from the seed the server reported (the same audio), take its
-settings back into the form, delete it, find the list again after a reload, long-form progress, and a stopped
-stream. `make screenshot` takes docs/playground.png from this file's last test."""
+settings back into the form, delete it, find the list again after a reload, the audio budget, long-form progress,
+and a stopped stream. `make screenshot` takes docs/playground.png from this file's last test."""
 
 from __future__ import annotations
 
@@ -116,6 +116,31 @@ def test_the_takes_survive_a_reload_with_their_audio(page):
     take(page, 2).locator(".play").click()
     page.wait_for_function("document.querySelector('#take_list > li[data-take=\"2\"]').classList.contains('playing')")
     assert page.evaluate(SAMPLES, 2) == before
+
+
+def test_over_the_audio_budget_the_oldest_takes_keep_their_settings_not_their_audio(page):
+    generate(page, 1)
+    # Three takes of 22 MB each (7.6 minutes of audio) saved the way the page saves one: 66 MB, over the 64 MB kept.
+    page.evaluate("""async () => {
+      const store = await import('./playground?asset=store.js');
+      const [first] = await store.allTakes();
+      for (let n = 2; n <= 4; n++) {
+        const take = {...first, id: first.id + n, n, state: 'done', duration: 458.33};
+        await store.saveAudio(take, new Int16Array(11_000_000).fill(1000 * n));
+      }
+    }""")
+    page.reload()
+    page.wait_for_function("window.playground.ready === true")
+    assert page.locator("#take_list > li").count() == 4
+    for n in (1, 2):  # the oldest lose their audio until the rest fits: take 1 (0.3 MB), then take 2 (22 MB)
+        assert "no longer kept in this browser" in take(page, n).locator(".take-note").text_content()
+        assert "Re-run makes it again from its seed" in take(page, n).locator(".take-note").text_content()
+    assert take(page, 3).locator(".take-note").text_content() == take(page, 4).locator(".take-note").text_content() == ""
+    assert "4 takes kept in this browser, 44.0 MB of audio (up to 64 MB" in page.text_content("#takes_note")
+    take(page, 1).locator(".play").click()
+    page.wait_for_function("document.querySelector('#take_list > li[data-take=\"1\"] .take-note').classList.contains('error')")
+    take(page, 1).locator(".rerun").click()  # its seed and settings are still there: the audio comes back
+    assert_drawn(wait_for_take(page, 5))
 
 
 def test_long_form_shows_chunk_and_token_progress(page):

@@ -54,7 +54,10 @@ function busy(on) {
 
 // One Generate or Stream: a take card at once, filled in as the answer arrives.
 async function run(kind, settings, seed, clip) {
-  if (state.busy) return;
+  if (state.busy) {
+    setStatus('one take at a time: wait for this one, or Stop it', true);
+    return;
+  }
   if (kind === 'stream' && clip) {
     setStatus('Stream uses named voices: clear the clip, or Generate to clone from it.', true);
     return;
