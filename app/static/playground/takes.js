@@ -206,6 +206,7 @@ export class TakeList {
     card.$('.take-progress span').textContent = kind === 'generate' ? 'generating the whole file…' : 'waiting for audio…';
     card.$('.take-progress progress').removeAttribute('value');
     store.saveTake(take).catch(() => {}); // storage refused: finish() says so
+    this.updateNote().catch(() => {});
     return card;
   }
 
@@ -238,12 +239,13 @@ export class TakeList {
     }
   }
 
-  async fail(card, message) {
+  // A request that failed before any audio: its card goes (the status line says why).
+  async fail(card) {
     this.player.forget(card.take);
     card.el.remove();
     this.cards.delete(card.take.id);
     await store.deleteTake(card.take.id);
-    return message;
+    await this.updateNote();
   }
 
   async remove(card) {
