@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import socket
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,3 +109,56 @@ def start_server(checkpoint: Path, log_dir: Path, *extra: str, env: dict | None 
     workers = int(extra[extra.index("--workers") + 1]) if "--workers" in extra else 1
     wait_until(lambda: server.log().count("models ready") >= workers, timeout, "every worker to load the model")
     return server
+
+
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+
+
+def render_nginx_conf(site: str, listen: int, upstreams: list[int], prefix: Path) -> str:
+    """deploy/nginx.conf as shipped, pointed at our ports, inside a minimal main config under `prefix`."""
+    upstream = re.search(r"upstream higgs_audio \{(.*?)\}", site, re.S)
+    servers = "".join(f"\n    server 127.0.0.1:{port};" for port in upstreams)
+    body = re.sub(r"\n\s*server 127\.0\.0\.1:\d+;", "", upstream.group(1))  # the shipped (active) entries
+    site = site.replace(upstream.group(1), servers + body)
+    site, count = re.subn(r"listen 80;", f"listen 127.0.0.1:{listen};", site)
+    assert count == 1, "deploy/nginx.conf should have one `listen 80;`"
+    user = "user root;" if os.geteuid() == 0 else ""
+    return f"""
+daemon off;
+worker_processes 1;
+{user}
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log info;
+events {{ worker_connections 256; }}
+http {{
+    access_log {prefix}/access.log;
+    client_body_temp_path {prefix}/body;
+    proxy_temp_path {prefix}/proxy;
+{site}
+}}
+"""
+
+
+@contextmanager
+def nginx_in_front(upstreams: list[int], prefix: Path):
+    """Debian's nginx running the shipped deploy/nginx.conf in front of these ports; yields its address."""
+    port = free_port()
+    conf = prefix / "nginx.conf"
+    conf.write_text(render_nginx_conf((ROOT / "deploy" / "nginx.conf").read_text(), port, upstreams, prefix))
+    command = [NGINX, "-p", str(prefix), "-c", str(conf), "-e", str(prefix / "error.log")]
+    subprocess.run([*command, "-t"], check=True, capture_output=True)
+    nginx = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: _ready(url), 30, "nginx to proxy to the server")
+        yield url
+    finally:
+        nginx.terminate()
+        nginx.wait(30)
+
+
+def _ready(url: str) -> bool:
+    try:
+        return requests.get(f"{url}/readyz", timeout=2).status_code == 200
+    except requests.RequestException:
+        return False

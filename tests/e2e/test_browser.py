@@ -1,112 +1,31 @@
 """The playground and the spec's JavaScript client in a real browser: Debian's Chromium, headless, driven by
 Playwright, against `python api_server.py` (real gunicorn) on loopback. The playground's takes, voices, realtime
-and deployment tests (test_playground_*.py) share this file's fixtures and page helpers."""
+and deployment tests (test_playground_*.py) share the page helpers in pages.py."""
 
 from __future__ import annotations
 
 import functools
-import shutil
 import threading
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
-from playwright.sync_api import sync_playwright
 
-from harness import start_server
 from helpers import EXAMPLES, make_app, write_voice
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-# Headless, no sandbox (root in CI), and none of Chromium's own network chatter on a closed network.
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-sync",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--autoplay-policy=no-user-gesture-required"]
-
-# What a waveform canvas shows: inked pixels and the columns that hold any.
-INK = """canvas => {
-  const {data} = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height);
-  const columns = new Set();
-  let inked = 0;
-  for (let i = 3; i < data.length; i += 4) {
-    if (data[i] > 0) { inked++; columns.add(((i - 3) / 4) % canvas.width); }
-  }
-  return {inked, columns: columns.size, width: canvas.width, height: canvas.height};
-}"""
-# A take's samples as the page holds them (for comparing two takes' audio).
-SAMPLES = """n => {
-  const card = [...window.playground.takes.cards.values()].find(c => c.take.n === n);
-  return Array.from(card.samples);
-}"""
-
-
-def start_playground_server(tiny_checkpoint, directory, *extra, env=None):
-    """The real server with its own copy of the shipped voices: the tests add and delete voices."""
-    voices = directory / "voices"
-    shutil.copytree(EXAMPLES / "voice_prompts", voices)
-    return start_server(tiny_checkpoint, directory, "--max-new-tokens", "600", "--voice-prompts-dir", str(voices),
-                        *extra, env=env)
-
-
-# The fixtures of every playground test file (each wraps these: `server = pytest.fixture(scope="module")(...)`):
-# a server per test file, one Chromium per file, a fresh profile per test.
-def playground_server(tiny_checkpoint, tmp_path_factory):
-    srv = start_playground_server(tiny_checkpoint, tmp_path_factory.mktemp("playground"))
-    srv.voices = srv.log_dir / "voices"
-    yield srv
-    srv.stop()
-
-
-def chromium():
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
-
-
-def playground_page(browser, server):
-    page = open_playground(browser, server.url)
-    yield page
-    page.context.close()
-    assert page.errors == []
-
-
-def open_playground(browser, url, **context_options):
-    """A fresh browser profile (empty storage) on the playground, voices and scenes loaded; short greedy takes."""
-    context = browser.new_context(accept_downloads=True, **context_options)
-    page = context.new_page()
-    page.errors = []
-    page.on("pageerror", lambda exc: page.errors.append(str(exc)))
-    page.goto(f"{url}/playground")
-    page.wait_for_function("window.playground.ready === true")
-    page.fill("#max_new_tokens", "80")
-    page.fill("#temperature", "0")
-    return page
-
+from pages import (
+    INK,
+    assert_drawn,
+    chromium,
+    confine,
+    drawn_take_showing,
+    playground_page,
+    playground_server,
+    take,
+    wait_for_take,
+)
 
 server = pytest.fixture(scope="module")(playground_server)
 browser = pytest.fixture(scope="module")(chromium)
 page = pytest.fixture(playground_page)
-
-
-def take(page, n):
-    """Take number n's card."""
-    return page.locator(f'#take_list > li[data-take="{n}"]')
-
-
-def wait_for_take(page, n, timeout=120_000):
-    """Take n is finished (its card no longer running) and the page is idle again."""
-    page.wait_for_selector(f'#take_list > li[data-take="{n}"]:not(.running)', timeout=timeout)
-    page.wait_for_function("window.playground.busy === false")
-    return take(page, n)
-
-
-def ink(card):
-    return card.locator("canvas.wave").evaluate(INK)
-
-
-def assert_drawn(card):
-    drawn = ink(card)
-    assert drawn["columns"] >= 0.95 * drawn["width"], drawn  # the whole take, left to right
-    assert drawn["inked"] >= 0.05 * drawn["width"] * drawn["height"], drawn  # more than a flat line
 
 
 def test_the_page_lists_voices_and_scenes(page):
@@ -161,9 +80,7 @@ def test_upload_a_reference_clip_and_generate(page, tmp_path):
     with page.expect_response("**/generate-upload") as response:
         page.click("#generate")
     assert response.value.status == 200
-    card = wait_for_take(page, 1)
-    assert "clip mine.wav" in card.locator(".take-meta").text_content()
-    assert_drawn(card)
+    drawn_take_showing(page, 1, ".take-meta", "clip mine.wav")
 
 
 def test_a_bad_value_shows_the_servers_message_and_adds_no_take(page):
@@ -176,18 +93,9 @@ def test_a_bad_value_shows_the_servers_message_and_adds_no_take(page):
 
 def test_every_asset_comes_from_the_server_and_nothing_else_is_asked_for(browser, server):
     context = browser.new_context()
-    outside, assets = [], []
-
-    def only_the_server(route):
-        if route.request.url.startswith(server.url):
-            if "asset=" in route.request.url:
-                assets.append(route.request.url.split("asset=")[1])
-            route.continue_()
-        else:
-            outside.append(route.request.url)
-            route.abort()
-
-    context.route("**/*", only_the_server)
+    outside = confine(context, server.url)
+    assets = []
+    context.on("request", lambda request: "asset=" in request.url and assets.append(request.url.split("asset=")[1]))
     page = context.new_page()
     page.goto(f"{server.url}/playground")
     page.wait_for_function("window.playground.ready === true")

@@ -14,42 +14,15 @@ import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import requests
 import soundfile as sf
 
-from harness import Server, free_port, start_server, wait_until
+from harness import Server, free_port, nginx_in_front, start_server, wait_until
 from helpers import EXAMPLES, ROOT, write_voice
 
-NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 STREAM = {"text": "Through the proxy.", "temperature": 0, "max_new_tokens": 300}
-
-
-def render_nginx_conf(site: str, listen: int, upstreams: list[int], prefix: Path) -> str:
-    """deploy/nginx.conf as shipped, pointed at our ports, inside a minimal main config under `prefix`."""
-    upstream = re.search(r"upstream higgs_audio \{(.*?)\}", site, re.S)
-    servers = "".join(f"\n    server 127.0.0.1:{port};" for port in upstreams)
-    body = re.sub(r"\n\s*server 127\.0\.0\.1:\d+;", "", upstream.group(1))  # the shipped (active) entries
-    site = site.replace(upstream.group(1), servers + body)
-    site, count = re.subn(r"listen 80;", f"listen 127.0.0.1:{listen};", site)
-    assert count == 1, "deploy/nginx.conf should have one `listen 80;`"
-    user = "user root;" if os.geteuid() == 0 else ""
-    return f"""
-daemon off;
-worker_processes 1;
-{user}
-pid {prefix}/nginx.pid;
-error_log {prefix}/error.log info;
-events {{ worker_connections 256; }}
-http {{
-    access_log {prefix}/access.log;
-    client_body_temp_path {prefix}/body;
-    proxy_temp_path {prefix}/proxy;
-{site}
-}}
-"""
 
 
 @pytest.fixture(scope="module")
@@ -57,34 +30,13 @@ def deployment(tiny_checkpoint, tmp_path_factory):
     shared = tmp_path_factory.mktemp("shared_voices")
     shutil.copytree(EXAMPLES / "voice_prompts", shared, dirs_exist_ok=True)
     servers: list[Server] = []
-    nginx = None
     try:
         for name in ("a", "b"):
             servers.append(start_server(tiny_checkpoint, tmp_path_factory.mktemp(f"instance_{name}"),
                                         "--voice-prompts-dir", str(shared), "--max-new-tokens", "600"))
-        prefix = tmp_path_factory.mktemp("nginx")
-        port = free_port()
-        conf = prefix / "nginx.conf"
-        conf.write_text(render_nginx_conf((ROOT / "deploy" / "nginx.conf").read_text(), port,
-                                          [s.port for s in servers], prefix))
-        subprocess.run([NGINX, "-t", "-p", str(prefix), "-c", str(conf), "-e", str(prefix / "error.log")],
-                       check=True, capture_output=True)
-        nginx = subprocess.Popen([NGINX, "-p", str(prefix), "-c", str(conf), "-e", str(prefix / "error.log")],
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        url = f"http://127.0.0.1:{port}"
-
-        def up():
-            try:
-                return requests.get(f"{url}/readyz", timeout=2).status_code == 200
-            except requests.RequestException:
-                return False
-
-        wait_until(up, 30, "nginx to proxy to the instances")
-        yield url, servers, shared
+        with nginx_in_front([s.port for s in servers], tmp_path_factory.mktemp("nginx")) as url:
+            yield url, servers, shared
     finally:
-        if nginx is not None:
-            nginx.terminate()
-            nginx.wait(30)
         for server in servers:
             server.stop()
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 from playwright.sync_api import sync_playwright
-from test_browser import CHROMIUM, CHROMIUM_ARGS
 
 from harness import start_server
+from pages import CHROMIUM, CHROMIUM_ARGS, confine
 
 KEY = "docs-key"
 
@@ -22,19 +22,10 @@ def server(tiny_checkpoint, tmp_path_factory):
 @pytest.fixture
 def page(server):
     """A page that may reach only the server: anything else (a CDN) is refused and recorded."""
-    outside = []
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         context = browser.new_context()
-
-        def only_the_server(route):
-            if route.request.url.startswith(server.url):
-                route.continue_()
-            else:
-                outside.append(route.request.url)
-                route.abort()
-
-        context.route("**/*", only_the_server)
+        outside = confine(context, server.url)
         page = context.new_page()
         errors = []
         page.on("pageerror", lambda exc: errors.append(str(exc)))

@@ -4,15 +4,10 @@ realtime and the voice library all pass through the proxy with it. Then the page
 
 from __future__ import annotations
 
-import subprocess
-
 import pytest
-import requests
-from test_browser import assert_drawn, chromium, start_playground_server, take, wait_for_take
-from test_deploy import NGINX, render_nginx_conf
 
-from harness import free_port, wait_until
-from helpers import ROOT
+from harness import nginx_in_front
+from pages import assert_drawn, chromium, confine, start_playground_server, take, wait_for_take
 
 KEY = "playground-key"
 browser = pytest.fixture(scope="module")(chromium)
@@ -22,26 +17,10 @@ browser = pytest.fixture(scope="module")(chromium)
 def proxied(tiny_checkpoint, tmp_path_factory):
     """The server with an API key, behind nginx with the shipped site config: the proxy's address."""
     srv = start_playground_server(tiny_checkpoint, tmp_path_factory.mktemp("proxied"), env={"HIGGS_API_KEY": KEY})
-    prefix = tmp_path_factory.mktemp("nginx")
-    port = free_port()
-    conf = prefix / "nginx.conf"
-    conf.write_text(render_nginx_conf((ROOT / "deploy" / "nginx.conf").read_text(), port, [srv.port], prefix))
-    nginx = subprocess.Popen([NGINX, "-p", str(prefix), "-c", str(conf), "-e", str(prefix / "error.log")],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-
-    def up():
-        try:
-            return requests.get(f"{url}/readyz", timeout=2).status_code == 200
-        except requests.RequestException:
-            return False
-
     try:
-        wait_until(up, 30, "nginx to proxy to the server")
-        yield url
+        with nginx_in_front([srv.port], tmp_path_factory.mktemp("nginx")) as url:
+            yield url
     finally:
-        nginx.terminate()
-        nginx.wait(30)
         srv.stop()
 
 
@@ -49,16 +28,7 @@ def proxied(tiny_checkpoint, tmp_path_factory):
 def closed(browser, proxied):
     """A page that may reach only the proxy: anything else (a CDN, a font) is refused and recorded."""
     context = browser.new_context(accept_downloads=True)
-    outside = []
-
-    def only_the_proxy(route):
-        if route.request.url.startswith(proxied):
-            route.continue_()
-        else:
-            outside.append(route.request.url)
-            route.abort()
-
-    context.route("**/*", only_the_proxy)
+    outside = confine(context, proxied)
     page = context.new_page()
     page.errors = []
     page.on("pageerror", lambda exc: page.errors.append(str(exc)))

@@ -7,7 +7,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from test_browser import INK, assert_drawn, chromium, playground_page, playground_server, take, wait_for_take
+
+from pages import INK, assert_drawn, chromium, playground_page, playground_server, take, wait_for_take
 
 server = pytest.fixture(scope="module")(playground_server)
 browser = pytest.fixture(scope="module")(chromium)

@@ -8,9 +8,18 @@ from __future__ import annotations
 import os
 
 import pytest
-from test_browser import SAMPLES, assert_drawn, chromium, playground_page, playground_server, take, wait_for_take
 
 from helpers import ROOT, decode_audio
+from pages import (
+    SAMPLES,
+    assert_drawn,
+    chromium,
+    drawn_take_showing,
+    playground_page,
+    playground_server,
+    take,
+    wait_for_take,
+)
 
 SCREENSHOT = os.environ.get("PLAYGROUND_SCREENSHOT")
 server = pytest.fixture(scope="module")(playground_server)
@@ -151,9 +160,7 @@ def test_long_form_shows_chunk_and_token_progress(page):
     page.click("#stream")
     page.wait_for_function("(document.querySelector('#take_list > li[data-take=\"1\"] .take-progress span') || {})"
                            ".textContent?.startsWith('chunk 2 of 2 · ')", timeout=60_000)
-    card = wait_for_take(page, 1)
-    assert "long form: by words (6)" in card.locator(".take-sampling").text_content()
-    assert_drawn(card)
+    drawn_take_showing(page, 1, ".take-sampling", "long form: by words (6)")
 
 
 def test_stop_keeps_the_audio_that_arrived_as_a_stopped_take(page):
@@ -169,10 +176,9 @@ def test_stop_keeps_the_audio_that_arrived_as_a_stopped_take(page):
     assert page.evaluate("window.playground.stream") is None  # the stream's playback is silenced too
 
 
-def test_screenshot(page):
-    """The README's picture (PLAYGROUND_SCREENSHOT: where to write it): two takes, the newer one paused part way."""
-    if not SCREENSHOT:
-        pytest.skip("make screenshot sets PLAYGROUND_SCREENSHOT")
+def test_screenshot(page, tmp_path):
+    """The README's picture: two takes, the newer one paused part way. Always taken and held to the README's size
+    bound; `make screenshot` (PLAYGROUND_SCREENSHOT) writes it to docs/ instead of a temporary file."""
     page.set_viewport_size({"width": 1200, "height": 860})
     page.fill("#temperature", "0.8")
     page.fill("#text", "The lighthouse keeper climbed the stairs. Tonight the storm would test the old lamp.")
@@ -183,4 +189,6 @@ def test_screenshot(page):
     page.wait_for_function("Number(document.querySelector('#take_list > li[data-take=\"2\"] canvas')"
                            ".getAttribute('aria-valuenow')) > 1")
     take(page, 2).locator(".play").click()
-    page.screenshot(path=str(ROOT / SCREENSHOT), clip={"x": 0, "y": 0, "width": 1200, "height": 860})
+    path = ROOT / SCREENSHOT if SCREENSHOT else tmp_path / "playground.png"
+    page.screenshot(path=str(path), clip={"x": 0, "y": 0, "width": 1200, "height": 860})
+    assert 20_000 < path.stat().st_size < 200 * 1024  # a picture with something on it, small enough to commit

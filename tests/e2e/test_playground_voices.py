@@ -8,9 +8,9 @@ import io
 import pytest
 import requests
 import soundfile as sf
-from test_browser import SAMPLES, assert_drawn, chromium, playground_page, playground_server, wait_for_take
 
 from helpers import EXAMPLES, write_voice
+from pages import SAMPLES, assert_drawn, chromium, playground_page, playground_server, wait_for_take
 
 server = pytest.fixture(scope="module")(playground_server)
 browser = pytest.fixture(scope="module")(chromium)

@@ -3,10 +3,9 @@
 // change reloads the list, and with it the voice pickers (`onChange(voices, profiles)`).
 'use strict';
 
+import {$} from './playground?asset=dom.js';
 import {getJson, request} from './playground?asset=api.js';
 import {wavBlob} from './playground?asset=pcm.js';
-
-const $ = (id) => document.getElementById(id);
 
 export class Library {
   constructor(player, onChange) {

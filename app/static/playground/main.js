@@ -3,6 +3,7 @@
 // console, and for the browser tests).
 'use strict';
 
+import {$} from './playground?asset=dom.js';
 import {apiKey, getJson, setApiKey} from './playground?asset=api.js';
 import {Dialogue} from './playground?asset=dialogue.js';
 import {generateTake, renderFile, streamTake} from './playground?asset=generate.js';
@@ -13,7 +14,6 @@ import {Realtime} from './playground?asset=realtime.js';
 import {loadAudio} from './playground?asset=store.js';
 import {TakeList} from './playground?asset=takes.js';
 
-const $ = (id) => document.getElementById(id);
 const state = window.playground = {ready: false, busy: false, stream: null};
 let controller = null;
 

@@ -4,12 +4,11 @@
 // is already scheduled), "End session" sends session.close. Each finished utterance becomes a take.
 'use strict';
 
+import {$} from './playground?asset=dom.js';
 import {openSocket} from './playground?asset=api.js';
 import {Pcm, int16From} from './playground?asset=pcm.js';
 import {StreamPlayer} from './playground?asset=player.js';
 import {Waveform} from './playground?asset=waveform.js';
-
-const $ = (id) => document.getElementById(id);
 
 export class Realtime {
   // settings(): the form's settings; onUtterance(settings, text, samples, figures): a finished utterance.
