@@ -9,7 +9,7 @@ client -> server (JSON text messages)
   {"type": "input.cancel"}                barge-in: stop now, drop what is queued and buffered
   {"type": "session.close"}
 server -> client
-  {"type": "audio.start", utterance_index, sentence_index, sentence_text, format: "pcm", sample_rate: 24000}
+  {"type": "audio.start", utterance_index, sentence_index, sentence_text, format: "pcm", sample_rate: 24000, seed}
   binary frames: PCM16 little-endian mono
   {"type": "audio.done", utterance_index, sentence_index, total_bytes}
   {"type": "session.done", utterance_index, total_sentences}   after an utterance's last sentence

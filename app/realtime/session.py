@@ -222,7 +222,7 @@ class RealtimeSession:
         ids = {"utterance_index": sentence.utterance, "sentence_index": sentence.index}
         try:
             self._send_if(epoch, event("audio.start", **ids, sentence_text=sentence.text, format="pcm",
-                                       sample_rate=SAMPLE_RATE))
+                                       sample_rate=SAMPLE_RATE, seed=sentence.conversation.sampling.seed))
             total, first = 0, True
             for item in handle.events(Watch(ping_interval=self.limits.ping_interval)):
                 if item.kind == "audio":

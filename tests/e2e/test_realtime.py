@@ -89,6 +89,7 @@ def test_the_protocol_of_one_utterance_and_the_next(server):
         dones = [e for e in events if e["type"] == "audio.done"]
         assert [e["sentence_text"] for e in starts] == SENTENCES
         assert all(e["format"] == "pcm" and e["sample_rate"] == 24000 and e["utterance_index"] == 0 for e in starts)
+        assert {e["seed"] for e in starts} == {1}
         assert [d["total_bytes"] for d in dones] == [len(audio[(0, i)]) for i in range(4)]
         assert all(len(chunk) % 2 == 0 and len(chunk) > 0 for chunk in audio.values())  # PCM16 mono
         assert events[-1] == {"type": "session.done", "utterance_index": 0, "total_sentences": 4}
@@ -118,6 +119,9 @@ def test_the_same_text_however_it_arrives_gives_the_same_sentences_and_audio(ser
         assert audio == whole[1]
     greedy = [speak(server, [TEXT], temperature=0)[1] for _ in range(2)]  # no seed: temperature 0 repeats
     assert greedy[0] == greedy[1]
+    chosen = speak(server, [SENTENCES[0]])  # sampled without a seed: the one the server chose replays the audio
+    seed = chosen[0][0]["seed"]
+    assert isinstance(seed, int) and speak(server, [SENTENCES[0]], seed=seed)[1] == chosen[1]
 
 
 def test_each_sentence_hears_the_ones_before_it(server):
