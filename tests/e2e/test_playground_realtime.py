@@ -83,6 +83,18 @@ def test_the_session_keeps_the_voice_picked(page, frames):
     assert "voice en_woman" in card.locator(".take-meta").text_content() and "seed 7" in card.locator(".take-meta").text_content()
 
 
+def test_a_realtime_take_shows_the_seed_the_server_chose(page, frames):
+    page.fill("#max_new_tokens", "40")
+    page.fill("#temperature", "0.7")  # sampled, and no seed typed
+    page.click("#rt_text")
+    page.keyboard.type("Which seed? ")
+    page.click("#rt_done")
+    card = wait_for_take(page, 1)
+    chosen = next(m["seed"] for m in frames["received"] if m["type"] == "audio.start")
+    assert "seed" not in frames["sent"][0] and isinstance(chosen, int)
+    assert f"seed {chosen}" in card.locator(".take-meta").text_content()
+
+
 def test_stop_sends_input_cancel_and_silences_the_audio(page, frames):
     page.fill("#max_new_tokens", "200")  # 7.7 s of audio a sentence: plenty still scheduled when Stop comes
     page.click("#rt_text")

@@ -179,6 +179,8 @@ export class Realtime {
     if (event.type === 'audio.start') {
       if (event.utterance_index < this.live) return;
       const record = this.records.get(event.utterance_index);
+      // The session's seed (the server's pick when none was typed): the take shows the one the audio used.
+      if (record && record.settings.seed == null && event.seed != null) record.settings.seed = event.seed;
       const li = document.createElement('li');
       li.className = 'speaking';
       li.innerHTML = '<q></q> <span class="state">speaking…</span>';
