@@ -63,7 +63,6 @@ export class Realtime {
       ws.onopen = () => {
         this.ws = ws;
         this.opening = null;
-        this.configured = null;
         this.buttons();
         this.status('connected: sentences are spoken as they end');
         resolve(ws);
@@ -74,6 +73,7 @@ export class Realtime {
         this.ws = null;
         this.opening = null;
         this.open = false;
+        this.configured = null; // the next connection is a new session: its first message must be a config
         this.sent = $('rt_text').value;
         this.buttons();
         if (!wasOpen) {
