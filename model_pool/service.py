@@ -200,8 +200,12 @@ class TTSService:
         """Admit a prepared job (PoolBusy / NotReady now, before any byte is sent) and return its handle: iterate
         handle.events(); it ends exactly once, however the request ends."""
         reservation = self.admit()
-        handle = Generation(job.request_id, lambda cancel, stats: self.stream(job, cancel, stats, reservation),
-                            reservation, on_finish, label, on_release=self._forget, stats=stats)
+        return self._track(Generation(job.request_id,
+                                      lambda cancel, stats: self.stream(job, cancel, stats, reservation),
+                                      reservation, on_finish, label, on_release=self._forget, stats=stats))
+
+    def _track(self, handle: Generation) -> Generation:
+        """A new handle, live until it ends (abort and shutdown find it here; it forgets itself on release)."""
         with self._live_lock:
             self._live[id(handle)] = handle
         return handle
@@ -321,11 +325,8 @@ class TTSService:
                 frames = yield from self._chunk(lent, trial, index, conversation, cancel, stats, start)
                 conversation.said(sentence, frames, trial.dropped)
 
-        handle = Generation(conversation.request_id, produce, reservation, on_finish, label,
-                            on_release=self._forget)
-        with self._live_lock:
-            self._live[id(handle)] = handle
-        return handle
+        return self._track(Generation(conversation.request_id, produce, reservation, on_finish, label,
+                                      on_release=self._forget))
 
     def generate(self, job: PreparedJob, stats: GenerationStats | None = None) -> np.ndarray:
         """The whole audio of a job, through a handle like every endpoint (tests, benchmarks)."""
