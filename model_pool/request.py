@@ -26,6 +26,11 @@ class SamplingParams:
     ras_win_max_num_repeat: int = 2
     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
     min_new_tokens: int = 0  # the stream-end code is suppressed before this step (benchmarks)
+    # Not a sampling field: how many frames the first audio piece holds (the client's initial_codec_chunk_frames);
+    # it rides here because every generation carries its SamplingParams to where its frames become audio. None:
+    # the stream decoder's own schedule (a small first piece, so audio starts early); 0: no smaller first piece
+    # (the first is as large as the second).
+    first_chunk_frames: int | None = None
 
 
 @dataclass
@@ -42,6 +47,7 @@ class GenerationRequest:
     text: str
     ref_audio: str | None = None  # "belinda", "belinda,en_man", "profile:NAME"
     ref_clip: ReferenceClip | None = None
+    voice_description: str | None = None  # a designed voice: "a warm, deep male voice" (as profile:NAME's text)
     scene_prompt: str | None = DEFAULT_SCENE  # a scene name, free text, or empty
     sampling: SamplingParams = field(default_factory=SamplingParams)
     chunk_method: str | None = None

@@ -264,6 +264,8 @@ class TTSService:
                      "the %d-token context", job.request_id, index, context.dropped, engine.context_tokens)
         stats.prompt_tokens += int(prompt.input_ids.shape[0])
         decoder = StreamDecoder(engine.codec.decode, engine.geometry.num_codebooks)
+        if sampling.first_chunk_frames is not None:  # the client's first piece (0: as large as the next one)
+            decoder.first_chunk = sampling.first_chunk_frames or decoder.chunk
         step_count = 0
         for step in engine.generate(prompt, sampling, cancel):  # every chunk the same seed, as upstream
             step_count = step.index + 1
