@@ -9,6 +9,10 @@ Every cut depends on the text alone, never on how it arrived: a decision about t
 only once the characters that decide it are there (the end mark's following character; for a forced cut, a few
 characters past `max_chars`), and always on the same prefix. So the same text sent whole, word by word or character
 by character gives the same sentences. `flush()` (the end of an utterance) takes the rest as it is.
+
+Granularity (a session's split_granularity): "sentence" as above; "clause" cuts at clause boundaries too (`,` `:`
+followed by white space, `，` `：` `、` at once) for an earlier first audio; "none" cuts nothing until `flush()`,
+which takes the whole utterance as one piece.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import re
 
 DEFAULT_MAX_SENTENCE_CHARS = 300
+GRANULARITIES = ("sentence", "clause", "none")
 _CLOSERS = "\"'”’»)]}」』）】"
 # An end mark: ASCII ones need white space after them (and any closers), so "3.14" and "e.g." mid-word stay whole.
 # Full-width ones end at once, but their closers must have arrived: the next character is one that is not a closer.
@@ -26,8 +31,11 @@ _WORDS = re.compile(r"\w")
 
 
 class SentenceSplitter:
-    def __init__(self, max_chars: int = DEFAULT_MAX_SENTENCE_CHARS):
+    def __init__(self, max_chars: int = DEFAULT_MAX_SENTENCE_CHARS, granularity: str = "sentence"):
+        if granularity not in GRANULARITIES:
+            raise ValueError(f"granularity must be one of {GRANULARITIES}, not {granularity!r}")
         self.max_chars = max_chars
+        self.granularity = granularity
         self._pending = ""
 
     @property
@@ -62,10 +70,13 @@ class SentenceSplitter:
         text = self._pending
         if not text:
             return None
+        if self.granularity == "none":
+            return len(text) if final else None
         window = text[: self.max_chars + _LOOKAHEAD]
-        end = _END.search(window)
-        if end is not None and end.end() <= self.max_chars:
-            return end.end()
+        ends = [_END.search(window)] + ([_CLAUSE.search(window)] if self.granularity == "clause" else [])
+        cut = min((m.end() for m in ends if m is not None), default=None)
+        if cut is not None and cut <= self.max_chars:
+            return cut
         if final and len(text) <= self.max_chars:
             return len(text)
         if len(text) < self.max_chars + _LOOKAHEAD and not final:

@@ -8,7 +8,8 @@ hub checkpoint's chat template (system, then a `scene` message, then user / assi
 - voices with transcripts: per voice a user turn with the transcript (prefixed "[SPEAKERi] " only when several
   voices are named) and an assistant turn with its audio;
 - any profile (or a voice without transcript, or an upload without transcript): every speaker goes into the scene
-  block instead, "SPEAKERi: <description>" or "SPEAKERi: <audio>", one per line;
+  block instead, "SPEAKERi: <description>" or "SPEAKERi: <audio>", one per line; a described voice
+  (`voice_description`, voice design) is a profile given inline: "SPEAKER0: <description>";
 - the text to speak is never changed beyond text preparation (no tag is added).
 Upstream sends no system message when a voice is cloned without a scene; the hub template requires one, so the
 single-speaker system text stands alone there.
@@ -149,12 +150,21 @@ class PromptPlanner:
         if request.ref_clip is not None and refs:
             raise InvalidRequest(name("ref_audio"), "give either a named voice or an uploaded reference clip, "
                                                     "not both")
+        description = " ".join((request.voice_description or "").split())  # as a profile's text is read
+        if request.voice_description is not None and not description:
+            raise InvalidRequest(name("voice_description"), f"{name('voice_description')} describes the voice: it "
+                                                            "must not be empty")
+        if description and (refs or request.ref_clip is not None):
+            raise InvalidRequest(name("voice_description"), "a described voice is the voice: give no named voice or "
+                                                            "reference clip with it")
         scene = self.scenes.resolve(request.scene_prompt, name("scene_prompt"))
 
         system = SINGLE_SPEAKER_SYSTEM
         speakers: list[list[Part]] = []  # scene lines: "SPEAKERi: description" or "SPEAKERi: <audio>"
         context: list[Turn] = []
-        if request.ref_clip is not None:
+        if description:  # a designed voice is a profile given inline: "SPEAKER0: <description>" in the scene
+            speakers.append(["SPEAKER0: ", User(description)])
+        elif request.ref_clip is not None:
             clip = AudioSource(samples=request.ref_clip.samples)
             transcript = (request.ref_clip.transcript or "").strip()
             if transcript:
