@@ -16,6 +16,7 @@ import torch
 
 from ..defaults import DEFAULT_AUDIO_TOKENIZER, DEFAULT_MODEL  # noqa: F401  (re-exported)
 from ..errors import ModelLoadError
+from . import quantize
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,7 @@ class LoadedModel:
     model: object  # HiggsAudioV2ForConditionalGeneration
     processor: object  # HiggsAudioV2Processor
     device: torch.device
+    weights: quantize.WeightReport | None = None  # the quantization and the bytes the weights take
 
 
 def device_names(spec: str) -> list[str]:
@@ -141,7 +143,11 @@ def _refuse_partial(what: str, path: str, info: dict) -> None:
                              "is it a complete transformers-format Higgs Audio v2 checkpoint?")
 
 
-def load(model_path: str, audio_tokenizer_path: str, device: torch.device) -> LoadedModel:
+def load(model_path: str, audio_tokenizer_path: str, device: torch.device, quantization: str = "none"
+         ) -> LoadedModel:
+    """The model (its decoder layers' linear weights quantized as `quantization` says) and its processor, on
+    `device`. A quantization the device cannot run is refused before any weight is read."""
+    quantize.check(quantization, device)
     from transformers import (
         AutoTokenizer,
         DacFeatureExtractor,
@@ -185,7 +191,11 @@ def load(model_path: str, audio_tokenizer_path: str, device: torch.device) -> Lo
         audio_tokenizer=audio_tokenizer,
         chat_template=tokenizer.chat_template,
     )
+    # Quantized layer by layer onto the device while the rest waits on the CPU: the device never holds the whole
+    # model unquantized (a 12 GB card could not).
+    quantize.apply(model, quantization, device)
     model.to(device).eval()
     audio_tokenizer.to(device).eval()
-    log.info("loaded %s + %s on %s (%s)", model_path, audio_tokenizer_path, device, dtype)
-    return LoadedModel(model, processor, device)
+    weights = quantize.weight_report(model)
+    log.info("loaded %s + %s on %s (%s), %s", model_path, audio_tokenizer_path, device, dtype, weights.describe())
+    return LoadedModel(model, processor, device, weights)
