@@ -10,7 +10,7 @@ import os
 
 from app.settings import Settings
 from app.workers import count_gpus, layout, wants_every_gpu
-from model_pool.defaults import default_max_waiting
+from model_pool.defaults import auto_max_slots, default_max_waiting
 
 _s = Settings.from_env()
 _layout = layout(_s.device, _s.workers, count_gpus() if wants_every_gpu(_s.device) else 0)
@@ -21,7 +21,9 @@ worker_class = "gthread"
 # A worker's pool admits its batch slots plus its queue; every admitted request (and open stream) holds a thread, so
 # there are always SPARE_THREADS more: health checks, /info, and the immediate 503 of a request beyond the queue.
 SPARE_THREADS = 8
-_slots = max(1, _s.instances_per_device) * max(1, _s.max_batch_size)
+# --max-batch-size 0: the memory plan takes as many slots as fit, at most the device kind's ceiling (64 on a GPU).
+_kind = "cuda" if _layout.devices or _s.device.strip().lower().startswith("cuda") else "cpu"
+_slots = max(1, _s.instances_per_device) * (_s.max_batch_size or auto_max_slots(_kind))
 ADMITTED = _slots + (_s.max_queue or default_max_waiting(_slots))
 # Every open realtime session holds one more thread (its WebSocket), on top of the pool's admitted requests.
 threads = max(_s.threads, ADMITTED + _s.max_sessions + SPARE_THREADS)

@@ -16,10 +16,12 @@ from contextlib import contextmanager
 
 import torch
 
-from .defaults import DEFAULT_MAX_BATCH_SIZE, DEFAULT_MAX_CONTEXT_TOKENS, DEFAULT_PREFILL_CHUNK, default_max_waiting
+from .defaults import DEFAULT_MAX_CONTEXT_TOKENS, DEFAULT_PREFILL_CHUNK, default_max_waiting
 from .engine.engine import HiggsEngine
 from .engine.loader import load, resolve_devices
 from .engine.memory import free_memory, plan_slots
+from .engine.quantize import check as check_quantization
+from .engine.quantize import weight_report
 from .engine.slot_cache import SlotCache
 from .engine.voice_cache import VoiceCache
 from .errors import Cancelled, ModelLoadError, PoolBusy
@@ -72,6 +74,9 @@ class ModelPool:
             raise ValueError("a pool needs at least one engine")
         self.engines = list(engines)
         self._slots = {id(e): e.capacity for e in self.engines}
+        # Every instance holds the same checkpoint in the same quantization: one instance's weights, for /info.
+        model = getattr(self.engines[0], "model", None)
+        self.weights = weight_report(model).as_dict() if isinstance(model, torch.nn.Module) else None
         self.max_waiting = default_max_waiting(sum(self._slots.values())) if max_waiting is None else max_waiting
         self._admitted = 0  # requests between admit() and their end: running, waiting, or about to wait
         self._load = {id(e): 0 for e in self.engines}
@@ -101,13 +106,18 @@ class ModelPool:
         instances_per_device: int = 1,
         voice_cache: VoiceCache | None = None,
         max_waiting: int | None = None,
-        max_batch_size: int = DEFAULT_MAX_BATCH_SIZE,
+        max_batch_size: int | None = None,
         compile: str | bool = "auto",
         context_tokens: int = DEFAULT_MAX_CONTEXT_TOKENS,
         prefill_chunk: int | None = DEFAULT_PREFILL_CHUNK,
         cpu_threads: int | None = None,
+        quantization: str = "none",
     ) -> ModelPool:
+        """max_batch_size None or 0: as many slots as the memory plan fits, up to the device kind's ceiling
+        (defaults.AUTO_MAX_SLOTS); N: at most N. quantization: the backbone's weights (engine/quantize.py)."""
         devices = resolve_devices(device)
+        for dev in devices:  # before any weight is read: a quantization the device cannot run fails at once
+            check_quantization(quantization, dev)
         cache = voice_cache or VoiceCache()
         if all(d.type == "cpu" for d in devices):
             threads = cpu_threads or split_cpu_threads(instances_per_device)
@@ -121,11 +131,11 @@ class ModelPool:
                     f"--compile runs one instance per device ({instances_per_device} requested on {dev}): compiled "
                     "steps of several instances in one process are not thread-safe. Use --instances-per-device 1 "
                     "with a larger --max-batch-size, or --compile off.")
-            loaded = [load(model_path, audio_tokenizer_path, dev) for _ in range(instances_per_device)]
+            loaded = [load(model_path, audio_tokenizer_path, dev, quantization) for _ in range(instances_per_device)]
             config = loaded[0].model.config
             context = min(context_tokens, config.max_position_embeddings)
             plan = plan_slots(str(dev), free_memory(dev), SlotCache.bytes_per_token(config, loaded[0].model.dtype),
-                              context, max_batch_size, instances_per_device)
+                              context, max_batch_size, instances_per_device, weights=loaded[0].weights)
             log.info("memory plan: %s", plan.describe())
             for i, one in enumerate(loaded):
                 engines.append(HiggsEngine(one, cache, name=f"{dev}#{i}", max_batch_size=plan.slots,
@@ -232,7 +242,7 @@ class ModelPool:
             entry["busy" if load else "free"] += 1
             entry["requests"] += load
         busy = sum(entry["busy"] for entry in devices.values())
-        return {
+        stats = {
             "instances": len(self.engines),
             "busy": busy,  # instances generating for at least one request
             "free": len(self.engines) - busy,
@@ -242,5 +252,8 @@ class ModelPool:
             "admitted": self._admitted,  # requests in flight: running, waiting, or about to start
             "devices": devices,
         }
+        if self.weights is not None:  # one instance's: quantization, bytes, unquantized_bytes, dtype
+            stats["weights"] = self.weights
+        return stats
 
 
