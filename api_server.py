@@ -35,6 +35,7 @@ if __name__ == "__main__":
     check_installed()
 
 from app.settings import Settings  # noqa: E402
+from model_pool.defaults import QUANTIZATIONS  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> tuple[Settings, argparse.Namespace]:
@@ -59,10 +60,14 @@ def parse_args(argv: list[str] | None = None) -> tuple[Settings, argparse.Namesp
     p.add_argument("--cpu-threads", type=int, default=d.cpu_threads,
                    help="torch threads per instance on CPU (0: the cores less one, split between instances)")
     p.add_argument("--max-batch-size", type=int, default=d.max_batch_size,
-                   help="requests one instance decodes together (1: no batching)")
+                   help="requests one instance decodes together: 0 (default), as many as the memory plan fits (at "
+                        "most 64 on a GPU, 8 on a CPU); N, at most N; 1, no batching")
     p.add_argument("--compile", nargs="?", const="on", default=d.compile, choices=["auto", "on", "off"],
                    help="torch.compile of the decode step, CUDA graphs on GPUs, warmed up at load; auto (default): "
                         "on for CUDA, off for CPU; --compile alone means on")
+    p.add_argument("--quantization", default=d.quantization, choices=QUANTIZATIONS,
+                   help="the backbone's linear weights: none (default; bf16 on a GPU), int8 (any device, about half "
+                        "the bytes), fp8 (GPUs with fp8: Ada, Hopper), int4 (CUDA GPUs, about a third)")
     p.add_argument("--queue-timeout", type=float, default=d.queue_timeout,
                    help="seconds a request may wait for a free instance")
     p.add_argument("--max-queue", type=int, default=d.max_queue, help="requests allowed to wait (0: 2x pool)")
