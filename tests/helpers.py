@@ -15,6 +15,7 @@ import torch
 from app import create_app
 from app.runtime import Runtime
 from app.settings import Settings
+from model_pool.engine.stream_decoder import stack
 from model_pool.pool import ModelPool
 from model_pool.pool_loader import PoolLoader
 from model_pool.prompt.planner import Turn, User
@@ -105,7 +106,7 @@ TEXTS = ["Hello world.", "A much longer sentence to make a longer prompt, with c
 def frames(steps, num_codebooks: int = 8) -> torch.Tensor:
     """The complete frames among an engine's steps, stacked: [frames, codebooks] (the tiny model has 8)."""
     got = [step.frame for step in steps if step.frame is not None]
-    return torch.stack(got) if got else torch.zeros((0, num_codebooks), dtype=torch.long)
+    return stack(got) if got else torch.zeros((0, num_codebooks), dtype=torch.long)
 
 
 def run(engine, text, params, cancel=None, on_step=None, messages=None):

@@ -85,7 +85,7 @@ class BatchSampler:
     """Device state for `slots` rows; `select` picks every active row's codes for one step."""
 
     def __init__(self, slots: int, num_codebooks: int, codebook_size: int, bos_id: int, eos_id: int,
-                 device: torch.device, history: int):
+                 device: torch.device, history: int, ahead: int = 8):
         self.slots, self.K, self.V = slots, num_codebooks, codebook_size
         self.bos, self.eos = bos_id, eos_id
         self.device = device
@@ -103,39 +103,76 @@ class BatchSampler:
         self.min_new = torch.zeros(slots, **long)
         self.max_new = torch.ones(slots, **long)
         self.prior = torch.zeros(slots, **long)  # prompt columns in the ring before step 0 (the RAS context)
-        self.noise = torch.ones((slots, 2, num_codebooks, codebook_size), dtype=torch.float32, device=device)
+        # Noise is drawn `ahead` steps at a time into each slot's block (one op per row per block, outside the
+        # compiled step, which reads step t's noise from column (t - 1) % ahead): drawing [ahead, K, V] from a
+        # generator gives the same numbers as `ahead` draws of [K, V] on the CPU (tested), so the codes do not
+        # depend on the block size there.
+        self.ahead = ahead
+        noise = (slots, ahead, num_codebooks, codebook_size)
+        self.draws = torch.ones(noise, dtype=torch.float32, device=device)
+        self.redraws = torch.ones(noise, dtype=torch.float32, device=device)
+        self._blocks = (self.draws.unbind(0), self.redraws.unbind(0))  # per-slot views, made once
+        self.active = torch.zeros(slots, dtype=torch.bool, device=device)  # slots whose state a step advances
+        self._slots = torch.arange(slots, device=device)
+        for t in (self.step, self.end, self.history, self.temperature, self.greedy, self.top_k, self.top_p,
+                  self.ras_len, self.ras_repeat, self.min_new, self.max_new, self.prior, self.draws, self.redraws,
+                  self.active):
+            torch._dynamo.mark_static_address(t)
         self._vocab = torch.arange(codebook_size, device=device)
         self._codebooks = torch.arange(num_codebooks, device=device)
         self._ages = torch.arange(1, self.R + 1, device=device)
 
     # ---- membership (host -> device, on join only) -------------------------------------------------------
     def admit(self, slot: int, params: SamplingParams) -> None:
+        self.admit_many([slot], [params])
+
+    def admit_many(self, slots: list[int], params: list[SamplingParams]) -> None:
+        """Reset the state of the joining rows' slots and store their parameters: a few batched writes for all of
+        them, whatever their number."""
+        index = torch.tensor(slots, device=self.device)
+        rows = [self._parameters(p) for p in params]
+        floats = torch.tensor([r[:2] for r in rows], dtype=torch.float32).to(self.device)
+        longs = torch.tensor([r[2:] for r in rows], dtype=torch.long).to(self.device)
+        self.temperature[index], self.top_p[index] = floats[:, 0], floats[:, 1]
+        for column, tensor in enumerate((self.top_k, self.ras_len, self.ras_repeat, self.min_new, self.max_new,
+                                         self.greedy)):
+            tensor[index] = longs[:, column].to(tensor.dtype)
+        self.step[index] = 0
+        self.end[index] = -1
+        self.prior[index] = 0
+        self.history[index] = 0
+        self.active[index] = True
+
+    def _parameters(self, params: SamplingParams) -> list:
         greedy = params.temperature < MIN_TEMPERATURE
-        values = {
-            self.step: 0, self.end: -1, self.greedy: greedy, self.temperature: 1.0 if greedy else params.temperature,
-            self.top_k: params.top_k if params.top_k else self.V, self.top_p: params.top_p or 1.0,
-            self.ras_len: params.ras_win_len or 0, self.ras_repeat: params.ras_win_max_num_repeat,
-            self.min_new: params.min_new_tokens, self.max_new: params.max_new_tokens, self.prior: 0,
-        }
-        for tensor, value in values.items():
-            tensor[slot] = value
-        self.history[slot] = 0
+        return [1.0 if greedy else params.temperature, params.top_p or 1.0, params.top_k if params.top_k else self.V,
+                params.ras_win_len or 0, params.ras_win_max_num_repeat, params.min_new_tokens, params.max_new_tokens,
+                int(greedy)]
+
+    def release(self, slots: list[int]) -> None:
+        self.active[torch.tensor(slots, device=self.device)] = False
+
+    def load_context(self, slot: int, row: RowRandom) -> None:
+        """The prompt's audio that the row's RAS window starts with: the ring's columns before step 0."""
+        columns = 0 if row.context is None else min(row.context.shape[0], self.R)
+        if columns:
+            self.history[slot, self.R - columns:] = row.context[-columns:].to(self.device)
+            self.prior[slot] = columns
 
     def draw_noise(self, slot: int, row: RowRandom, step: int) -> None:
-        """The row's noise for step `step`: for the draw when it samples, for the redraw when it uses RAS. Whether a
-        row draws depends only on its own parameters, so its random streams are the same in any batch. The
-        stream-begin step (0) draws nothing, as the reference samples nothing there; it loads the prompt's audio
-        that the RAS window starts with instead (the ring's slots before step 0)."""
+        """The row's noise for step `step` and the `ahead - 1` steps after it, drawn when `step` opens a block:
+        for the draw when it samples, for the redraw when it uses RAS. Whether a row draws depends only on its own
+        parameters, so its random streams are the same in any batch. The stream-begin step (0) draws nothing, as
+        the reference samples nothing there; it loads the prompt's audio that the RAS window starts with."""
         if step == 0:
-            columns = 0 if row.context is None else min(row.context.shape[0], self.R)
-            if columns:
-                self.history[slot, self.R - columns:] = row.context[-columns:].to(self.device)
-            self.prior[slot] = columns
+            self.load_context(slot, row)
+            return
+        if (step - 1) % self.ahead:
             return
         if row.draw is not None:
-            self.noise[slot, 0].exponential_(1.0, generator=row.draw)
+            self._blocks[0][slot].exponential_(1.0, generator=row.draw)
         if row.redraw is not None:
-            self.noise[slot, 1].exponential_(1.0, generator=row.redraw)
+            self._blocks[1][slot].exponential_(1.0, generator=row.redraw)
 
     def commit(self, rows: torch.Tensor, selection: Selection) -> None:
         """Store the state `select` computed for `rows` (index tensor)."""
@@ -144,14 +181,32 @@ class BatchSampler:
         self.step[rows] = selection.step
         self.end[rows] = selection.end
 
+    def advance(self, slots: int, logits: torch.Tensor) -> Selection:
+        """One step for the first `slots` slots at once, a fixed-shape function of tensors (the compiled decode step
+        runs it inside its graph): select every slot's codes, then store the state of the active ones (the others
+        compute codes nobody reads). RAS looks over the whole ring, masked to each row's own window."""
+        rows = slice(0, slots)
+        selection = self.select(rows, logits, self.R)
+        active = self.active[rows]
+        step = self.step[rows]
+        ring = self._slots[rows], step % self.R
+        self.history[ring] = torch.where(active.unsqueeze(1), selection.codes, self.history[ring])
+        self.step[rows] = torch.where(active, selection.step, step)
+        self.end[rows] = torch.where(active, selection.end, self.end[rows])
+        return selection
+
     # ---- one step (pure) ------------------------------------------------------------------------------------
     def select(self, rows: torch.Tensor, logits: torch.Tensor, ras_span: int, use_top_k: bool = True,
                use_top_p: bool = True, sampling: bool = True) -> Selection:
-        """Codes for `rows` (index tensor) from their logits [rows, codebooks, vocab]. Reads state, writes none.
+        """Codes for `rows` (an index tensor, or a slice) from their logits [rows, codebooks, vocab]. Reads state,
+        writes none.
         The flags skip work no row of the batch needs (`sampling`: some row samples rather than takes the argmax);
         a row's codes never depend on them."""
         K, eos, bos = self.K, self.eos, self.bos
         t, end = self.step[rows], self.end[rows]
+        ids = self._slots[rows] if isinstance(rows, slice) else rows
+        column = (t - 1).clamp(min=0) % self.ahead  # step t's noise (step 0 draws nothing and reads none)
+        noise = (self.draws[ids, column], self.redraws[ids, column])
         x = logits.float()
         bad = ~torch.isfinite(x).flatten(1).all(dim=1)
         x = torch.nan_to_num(x, nan=0.0)
@@ -163,7 +218,6 @@ class BatchSampler:
         x = torch.where(pinned >= 0, torch.where(self._vocab == pinned, 0.0, NEG_INF), x)
 
         codes = x.argmax(dim=-1)
-        noise = self.noise[rows]
         if sampling:
             codes = self._sampled(rows, x, codes, noise, use_top_k, use_top_p, bad)
 
@@ -174,7 +228,7 @@ class BatchSampler:
             live = (ages <= (t + self.prior[rows]).unsqueeze(1)) & (ages <= self.ras_len[rows].unsqueeze(1))
             counted = (past == codes.unsqueeze(1)) & live.unsqueeze(2)
             repeated = counted.sum(dim=1) >= self.ras_repeat[rows].unsqueeze(1)
-            redrawn = (x.softmax(dim=-1) / noise[:, 1]).argmax(dim=-1)
+            redrawn = (x.softmax(dim=-1) / noise[1]).argmax(dim=-1)
             codes = torch.where(repeated, redrawn, codes)
 
         is_end = codes == eos
@@ -211,5 +265,5 @@ class BatchSampler:
             scores = scores.masked_fill(drop.scatter(-1, order, drop), NEG_INF)
         probs = scores.softmax(dim=-1)
         bad |= ~torch.isfinite(probs).flatten(1).all(dim=1)
-        drawn = (probs / noise[:, 0]).argmax(dim=-1)
+        drawn = (probs / noise[0]).argmax(dim=-1)
         return torch.where(self.greedy[rows].unsqueeze(1), greedy_codes, drawn)

@@ -1,11 +1,13 @@
-"""The decode step's KV cache: fixed batch slots, each row's tokens stored from column 0, attention over live lengths.
+"""The KV cache of the decode batch: fixed slots, each row's tokens stored from column 0, attention over live lengths.
 
-Slot s holds its row's keys and values at columns 0..length-1 (its own positions), so a row's data never moves: a
-row joins by copying its prefilled cache into its slot, and leaves by being forgotten. Each step writes every slot's
-new token at that slot's own column and attends over the first W columns only, where W is the smallest window
-bucket that holds the longest live row: a step reads what the live rows hold (rounded up to a bucket), not the whole
-cache. Attention is grouped-query without expanding K/V: the query heads that share a key/value head are laid out as
-that head's query rows, so SDPA reads each key once.
+Slot s holds its row's keys and values at columns 0..length-1 (its own positions), so a row's data never moves: the
+prefill writes a prompt straight into its slot (prefill.py), each decode step appends one column, and a row leaves
+by being forgotten. Each step writes every slot's new token at that slot's own column and attends over the first W
+columns only, where W is the smallest window bucket that holds the longest live row: a step reads what the live
+rows hold (rounded up to a bucket), not the whole cache. A slot that is not decoding (free, or being prefilled)
+points at the spare last column, so the step's write for it lands where nobody reads. Attention is grouped-query
+without expanding K/V: the query heads that share a key/value head are laid out as that head's query rows, so SDPA
+reads each key once.
 
 The step is a plain function of static buffers (allocated before any compilation and marked static), so
 torch.compile traces it once with the window as its only dynamic size, and CUDA graphs can replay it.
@@ -38,7 +40,8 @@ class SlotCache:
         shape = (slots, self.kv_heads, length + 1, self.head_dim)
         self.keys = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(config.num_hidden_layers)]
         self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(config.num_hidden_layers)]
-        self.lengths = torch.zeros(slots, dtype=torch.long, device=device)  # tokens held; the next write column
+        # Tokens held, the next write column; `length` (the spare column) while the slot is not decoding.
+        self.lengths = torch.full((slots,), length, dtype=torch.long, device=device)
         self.active = torch.zeros(slots, dtype=torch.long, device=device)  # 1: the slot's length advances
         self.columns = torch.arange(length + 1, device=device)
         self.rows = torch.arange(slots, device=device)
@@ -60,27 +63,25 @@ class SlotCache:
                 return self.columns[:size]
         raise ValueError(f"{longest} tokens do not fit the {self.length}-token cache")
 
-    def insert(self, slot: int, prefilled, length: int) -> None:
-        """Copy a row's prefilled cache (a transformers DynamicCache of batch 1) into slot `slot`."""
-        for layer, keys, values in zip(prefilled.layers, self.keys, self.values):
-            keys[slot, :, :length].copy_(layer.keys[0])
-            values[slot, :, :length].copy_(layer.values[0])
-        self.lengths[slot] = length
-        self.active[slot] = 1
+    def start(self, slots: torch.Tensor, lengths: torch.Tensor) -> None:
+        """The rows in `slots` (prefilled to `lengths` tokens) decode from the next step on."""
+        self.lengths[slots] = lengths
+        self.active[slots] = 1
 
-    def release(self, slot: int, scrub: bool = False) -> None:
-        """Forget slot `slot`. `scrub` zeroes it: after a row produced non-finite values, stale NaNs in its columns
+    def release(self, slots: list[int], scrub: bool = False) -> None:
+        """Forget `slots`. `scrub` zeroes them: after a row produced non-finite values, stale NaNs in its columns
         would otherwise leak into the next row's attention (a masked column still multiplies its value by 0)."""
-        self.active[slot] = 0
-        self.lengths[slot] = 0
-        if scrub:
+        index = torch.tensor(slots, device=self.active.device)
+        self.active[index] = 0
+        self.lengths[index] = self.length
+        for slot in slots if scrub else ():
             for keys, values in zip(self.keys, self.values):
                 keys[slot].zero_()
                 values[slot].zero_()
 
     def reset(self) -> None:
         self.active.zero_()
-        self.lengths.zero_()
+        self.lengths.fill_(self.length)
         for keys, values in zip(self.keys, self.values):
             keys.zero_()
             values.zero_()
@@ -93,7 +94,7 @@ def decode_step(model, cache: SlotCache, codes: torch.Tensor, window: torch.Tens
 
     Every slot writes its token's keys and values at column lengths[slot] and attends over columns 0..lengths[slot]
     within `window`; active slots then advance by one. Inactive slots compute garbage that nobody reads (their
-    write lands on a column the next row's prefill overwrites). The compiled step always runs every slot (one
+    write lands on the spare column). The compiled step always runs every slot (one
     graph); the eager step runs only up to the highest occupied slot, which matters where each row costs compute
     (a CPU), not where a step is bound by reading the weights (a GPU)."""
     from transformers.models.higgs_audio_v2.modeling_higgs_audio_v2 import apply_rotary_pos_emb

@@ -42,7 +42,7 @@ class StreamDecoder:
     def _window(self, end: int, last: bool) -> np.ndarray:
         start = max(0, self.emitted - self.context)
         stop = len(self._frames) if last else min(len(self._frames), end + self.context)
-        audio = self._decode(torch.stack(self._frames[start:stop]))
+        audio = self._decode(stack(self._frames[start:stop]))
         offset = (self.emitted - start) * SAMPLES_PER_FRAME
         piece = audio[offset : offset + (end - self.emitted) * SAMPLES_PER_FRAME]
         self.emitted = end
@@ -54,8 +54,9 @@ class StreamDecoder:
             return self.first_chunk
         return min(self.max_chunk, self.chunk * 2 ** (self._pieces - 1))
 
-    def push(self, frame: torch.Tensor) -> np.ndarray | None:
-        """Add one frame [codebooks]; return new samples when a piece is ready."""
+    def push(self, frame) -> np.ndarray | None:
+        """Add one frame [codebooks] (a NumPy row, as the engine hands it out, or a tensor); return new samples
+        when a piece is ready."""
         self._frames.append(frame)
         size = self._next_size()
         if len(self._frames) >= self.emitted + size + self.context:
@@ -70,4 +71,9 @@ class StreamDecoder:
 
     @property
     def frames(self) -> torch.Tensor:
-        return torch.stack(self._frames) if self._frames else torch.zeros((0, self.num_codebooks), dtype=torch.long)
+        return stack(self._frames) if self._frames else torch.zeros((0, self.num_codebooks), dtype=torch.long)
+
+
+def stack(frames) -> torch.Tensor:
+    """Frames (NumPy rows or tensors) as one int64 tensor [frames, codebooks]."""
+    return torch.from_numpy(np.stack([np.asarray(f, dtype=np.int64) for f in frames]))

@@ -1,0 +1,146 @@
+"""The device side of the batch: executes what the scheduler decided, on static buffers, and knows no requests.
+
+It owns the slot cache, the sampler's per-slot state and the buffers the decode step reads and writes (the last
+step's codes and logits). Per iteration: `prefill` runs the prompt pieces in one forward (prefill.py) and leaves
+the logits of each completed prompt in its slot; `join` resets the joining slots' state with a few batched writes;
+`draw` fills the noise blocks that run out (one op per row per block); `step` launches the decode step, which
+selects every slot's codes from the logits (sampling, RAS, the delay pattern and the stream end, sampling.py),
+feeds them through the model and keeps the new logits, all in one compiled graph, and starts the one copy of its
+report to the host. The report is read later (`Report.wait`), so the host can hand out the previous step while the
+device runs this one.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..defaults import MAX_RAS_WINDOW
+from .geometry import CodeGeometry
+from .prefill import pack, prefill
+from .sampling import BatchSampler
+from .slot_cache import SlotCache, decode_step
+
+NOISE_AHEAD = 16  # decode steps of noise drawn at once per row (one op per row per block)
+
+
+class Report:
+    """One step's report [slots, codebooks + 3] on its way to the host."""
+
+    def __init__(self, read):
+        self._read = read
+
+    def wait(self) -> torch.Tensor:
+        return self._read()
+
+
+class HostTransfer:
+    """The step's report, copied to the host once. On CUDA the copy goes to pinned memory without blocking, into one
+    of two buffers (the host reads step n's while step n + 1 copies into the other) and an event marks its end, so
+    the host waits only when it reads; the graph's own output is then free to be overwritten by the next replay."""
+
+    def __init__(self, device: torch.device, slots: int, width: int, counters):
+        self.cuda = device.type == "cuda"
+        self.counters = counters
+        if self.cuda:
+            self.buffers = [torch.zeros((slots, width), dtype=torch.long, pin_memory=True) for _ in range(2)]
+            self.events = [torch.cuda.Event(), torch.cuda.Event()]
+            self.turn = 0
+
+    def start(self, report: torch.Tensor) -> Report:
+        self.counters.transfers += 1
+        if not self.cuda:
+            return Report(lambda: report)
+        turn, self.turn = self.turn, 1 - self.turn
+        host, event = self.buffers[turn][: report.shape[0]], self.events[turn]
+        host.copy_(report, non_blocking=True)
+        event.record()
+
+        def wait() -> torch.Tensor:
+            event.synchronize()
+            return host.clone()
+
+        return Report(wait)
+
+
+class ModelRunner:
+    def __init__(self, model, geometry: CodeGeometry, device: torch.device, slots: int, context_tokens: int,
+                 compile: bool, counters):
+        self.model, self.geometry, self.device = model, geometry, device
+        self.slots, self.compiled = slots, compile
+        K, V = geometry.num_codebooks, geometry.codebook_size
+        self.cache = SlotCache(model, slots, context_tokens, device, model.dtype)
+        self.sampler = BatchSampler(slots, K, V, geometry.bos_id, geometry.eos_id, device, history=MAX_RAS_WINDOW,
+                                    ahead=NOISE_AHEAD)
+        self.codes = torch.zeros((slots, K), dtype=torch.long, device=device)
+        self.logits = torch.zeros((slots, K, V), dtype=torch.float32, device=device)
+        for tensor in (self.codes, self.logits):
+            torch._dynamo.mark_static_address(tensor)
+        self.transfer = HostTransfer(device, slots, K + 3, counters)
+        self._step = self._make_step(compile)
+
+    # ---- joining -------------------------------------------------------------------------------------------
+    def prefill(self, pieces) -> None:
+        """pieces: (prompt, slot, start, stop). The completed prompts' logits land in their slots."""
+        packed = pack(pieces, self.device)
+        logits = prefill(self.model, self.cache, packed)
+        if packed.last.shape[0]:
+            done = packed.piece_slots.index_select(0, packed.piece.index_select(0, packed.last))
+            self.logits.index_copy_(0, done, logits.view(-1, *self.logits.shape[1:]).float())
+
+    def join(self, slots: list[int], lengths: list[int], params: list) -> None:
+        """The prefilled rows in `slots` decode from the next step on."""
+        self.sampler.admit_many(slots, params)
+        index = torch.tensor(slots, device=self.device)
+        self.cache.start(index, torch.tensor(lengths, device=self.device))
+
+    def release(self, slots: list[int], scrub: bool = False) -> None:
+        if slots:
+            self.cache.release(slots, scrub)
+            self.sampler.release(slots)
+
+    def reset(self) -> None:
+        self.cache.reset()
+        self.sampler.active.zero_()
+
+    def draw(self, slot: int, random, step: int) -> None:
+        self.sampler.draw_noise(slot, random, step)
+
+    # ---- one decode step -----------------------------------------------------------------------------------
+    def step(self, longest: int, highest_slot: int) -> Report:
+        """Launch one decode step for the decoding slots (`longest`: the most tokens any of them will hold)."""
+        window = self.cache.window(longest)
+        # The compiled graph always runs every slot; eager runs up to the highest occupied one.
+        used = self.slots if self.compiled else highest_slot + 1
+        return self.transfer.start(self._step(self.codes, self.logits, window, used))
+
+    def _fused(self, codes: torch.Tensor, logits: torch.Tensor, window: torch.Tensor, slots: int) -> torch.Tensor:
+        """Select the codes from the last logits, feed them through the model, keep the new logits; the report."""
+        selection = self.sampler.advance(slots, logits[:slots])
+        codes[:slots].copy_(selection.codes)
+        new = decode_step(self.model, self.cache, codes, window, slots)
+        logits[:slots].copy_(new.view(slots, *logits.shape[1:]))
+        return selection.report
+
+    def _make_step(self, compile: bool):
+        if not compile:
+            return self._fused
+        slots = self.slots
+
+        def whole(codes, logits, window):
+            return self._fused(codes, logits, window, slots)
+
+        mode = "reduce-overhead" if self.device.type == "cuda" else None
+        compiled = torch.compile(whole, mode=mode, fullgraph=True)
+        return lambda codes, logits, window, used: compiled(codes, logits, window)
+
+    def warm_up(self) -> None:
+        """Run (and, with compile, compile and capture) the step for every window size before the first request,
+        with every slot empty: no request pays for a first call."""
+        with torch.inference_mode():
+            for size in self.cache.buckets:
+                window = self.cache.columns[:size]
+                if self.compiled:
+                    torch._dynamo.mark_dynamic(window, 0)
+                for _ in range(3 if self.compiled else 1):
+                    self._step(self.codes, self.logits, window, self.slots)
+            self.reset()
