@@ -55,6 +55,8 @@ class GenerationStats:
     frames: int = 0
     samples: int = 0
     prompt_tokens: int = 0  # text and audio tokens of every chunk's prompt (usage reports)
+    finish_reason: str | None = None  # stop | length | runaway, once a chunk ended (model_pool/guard.py)
+    runaway_reason: str | None = None  # repetition | silence | text_budget, when the runaway guard ended it
 
 
 @dataclass
@@ -253,8 +255,11 @@ class Generation:
             log.warning("%s %s cancelled: the client stopped reading for %gs (generation stopped, slot freed)",
                         self.label, self.request_id, self._stall_timeout)
         first = f"{stats.first_audio_s:.3f}s" if stats.first_audio_s is not None else "-"
-        log.info("%s %s %s: %.2fs audio in %.2fs, first audio %s", self.label, self.request_id, outcome,
-                 stats.samples / SAMPLE_RATE, elapsed, first)
+        finish = stats.finish_reason or "-"
+        if stats.runaway_reason:
+            finish += f" ({stats.runaway_reason})"
+        log.info("%s %s %s: %.2fs audio in %.2fs, first audio %s, finish %s", self.label, self.request_id, outcome,
+                 stats.samples / SAMPLE_RATE, elapsed, first, finish)
 
 
 def collect(events: Iterator[Event]) -> np.ndarray:
