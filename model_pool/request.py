@@ -26,6 +26,7 @@ class SamplingParams:
     ras_win_max_num_repeat: int = 2
     max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS
     min_new_tokens: int = 0  # the stream-end code is suppressed before this step (benchmarks)
+    runaway_guard: bool = True  # False: the runaway guard (model_pool/guard.py) leaves this request alone
     # Not a sampling field: how many frames the first audio piece holds (the client's initial_codec_chunk_frames);
     # it rides here because every generation carries its SamplingParams to where its frames become audio. None:
     # the stream decoder's own schedule (a small first piece, so audio starts early); 0: no smaller first piece

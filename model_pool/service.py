@@ -12,6 +12,7 @@ are the same samples.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import secrets
 import threading
@@ -32,6 +33,7 @@ from .defaults import (
 from .engine.prompt_encoder import EncodedPrompt
 from .engine.stream_decoder import StreamDecoder
 from .errors import Cancelled, ContextTooLong, InvalidRequest, NotReady
+from .guard import GUARD_OFF, GuardSettings, RunawayGuard, record_finish
 from .lifecycle import AudioPiece, Generation, GenerationStats, Observer, collect
 from .pool import ModelPool, Reservation
 from .pool_loader import PoolLoader
@@ -132,8 +134,10 @@ class TTSService:
         max_request_steps: int = DEFAULT_MAX_REQUEST_STEPS,
         max_text_chars: int = DEFAULT_MAX_TEXT_CHARS,
         device: str = "auto",
+        guard: GuardSettings = GuardSettings(),  # noqa: B008 - frozen
     ):
         self.device = device
+        self.guard = guard  # the runaway guard's settings; a request may turn it off (SamplingParams.runaway_guard)
         self.loader = loader
         self.planner = PromptPlanner(voices, scenes, max_speakers=max_speakers)
         self.max_new_tokens = max_new_tokens
@@ -266,22 +270,33 @@ class TTSService:
         decoder = StreamDecoder(engine.codec.decode, engine.geometry.num_codebooks)
         if sampling.first_chunk_frames is not None:  # the client's first piece (0: as large as the next one)
             decoder.first_chunk = sampling.first_chunk_frames or decoder.chunk
+        # The runaway guard sees every frame and every decoded piece, and holds back what a cut may remove.
+        guard = RunawayGuard(self.guard if sampling.runaway_guard else GUARD_OFF, plan.chunks[index],
+                             sampling.min_new_tokens)
         step_count = 0
-        for step in engine.generate(prompt, sampling, cancel):  # every chunk the same seed, as upstream
-            step_count = step.index + 1
-            if step.frame is None:
-                continue
-            samples = decoder.push(step.frame)
-            if samples is not None:
-                yield self._piece(samples, step_count, sampling, index, len(plan.chunks), stats, start)
+        with contextlib.closing(engine.generate(prompt, sampling, cancel)) as steps:  # closed: the slot is free now
+            for step in steps:  # every chunk the same seed, as upstream
+                step_count = step.index + 1
+                if step.frame is None:
+                    continue
+                if guard.frame(step.frame):
+                    break
+                samples = decoder.push(step.frame)
+                if samples is not None:
+                    samples = guard.audio(samples)
+                    if samples.size:
+                        yield self._piece(samples, step_count, sampling, index, len(plan.chunks), stats, start)
+                    if guard.reason:
+                        break
         if cancel is not None and cancel.is_set():
             raise Cancelled("generation cancelled")
-        tail = decoder.flush()
-        if tail is not None:
+        tail = guard.finish(decoder.flush())
+        if tail.size:
             yield self._piece(tail, step_count, sampling, index, len(plan.chunks), stats, start)
+        record_finish(stats, *guard.finish_reason(step_count, sampling.max_new_tokens))
         frames = decoder.frames
         stats.frames += frames.shape[0]
-        return frames
+        return frames[:guard.kept_frames(frames.shape[0])]
 
     @staticmethod
     def _piece(samples, steps, sampling, index, total, stats, start) -> AudioPiece:
