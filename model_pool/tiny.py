@@ -13,6 +13,10 @@ quantizer: orthonormal projections, codebooks shrinking stage by stage), the dec
 decode-path biases are zeroed, so the codes depend on the clip and the audio on the codes. A random LM stops at a
 random step: the audio head's rows for the stream begin/end codes are zeroed, so greedy or top-k sampling runs to
 max_new_tokens (predictable lengths for tests).
+
+`--stuck repetition|silence` builds a checkpoint that is stuck on purpose, for the runaway guard's tests
+(model_pool/guard.py): it speaks about a second of noise, then repeats one frame for ever (repetition) or cycles
+through codes the codec decodes to digital silence (silence), whatever the sampling, and never ends by itself.
 """
 
 from __future__ import annotations
@@ -191,13 +195,63 @@ def _build_audio_tokenizer(seed: int):
     return codec, extractor
 
 
-def build(out_dir: str | Path, size: str = "tiny", seed: int = 0) -> Path:
-    """Write the checkpoint to out_dir and return it. Deterministic for a given size and seed."""
+STUCK = ("repetition", "silence")
+_SPOKEN_CODES = 30  # a stuck model's codes before it gets stuck: about a second of noise
+_SILENT_CYCLE = 20  # the silent codes it then cycles through: longer than any cycle the guard calls a repetition
+_STUCK_GAIN = 10.0  # the chosen code's logit (times the normed state's 8 for the tiny size), every other one's 0
+
+
+def _make_stuck(model, codec, mode: str) -> None:
+    """Turn the random model into a state machine that ignores everything but the last code of codebook 0: the
+    attention and MLP outputs are zeroed, so the last position's hidden state is its input embedding; each code's
+    embedding is a one-hot state, and the audio head maps each state to the code after it (for every codebook):
+    start -> 0 -> 1 -> ... -> 29, then 29 for ever (repetition), or a cycle of 20 codes that the codec decodes to
+    zero (silence). Sampling cannot leave it: the chosen code's logit is about 80 and every other code's 0."""
+    import torch
+
+    config = model.config
+    hidden, books, size = config.hidden_size, config.num_codebooks, config.codebook_size
+    spoken = list(range(_SPOKEN_CODES))
+    silent = list(range(_SPOKEN_CODES, _SPOKEN_CODES + _SILENT_CYCLE)) if mode == "silence" else []
+    codes = spoken + silent
+    if len(codes) + 1 > hidden:
+        raise ValueError(f"a stuck checkpoint needs a hidden size of at least {len(codes) + 1}")
+    following = {c: c + 1 for c in spoken[:-1]}
+    following[spoken[-1]] = silent[0] if silent else spoken[-1]
+    for i, c in enumerate(silent):
+        following[c] = silent[(i + 1) % len(silent)]
+    inner = model.model
+    with torch.no_grad():
+        for layer in inner.layers:
+            for linear in (layer.self_attn.o_proj, layer.mlp.down_proj, layer.audio_mlp.down_proj):
+                linear.weight.zero_()
+                if linear.bias is not None:
+                    linear.bias.zero_()
+        state = torch.eye(hidden) * 100.0  # row d: state d (0: the prompt's end, 1 + c: code c came last)
+        inner.embed_tokens.weight.copy_(state[0].expand_as(inner.embed_tokens.weight))
+        audio = inner.embed_audio_tokens.embed_audio_tokens.weight
+        audio.zero_()
+        for c in codes:
+            audio[c] = state[1 + c]  # codebook 0's rows come first; the other codebooks' stay zero
+        audio[config.audio_stream_bos_id] = state[0]  # the prompt may end on the stream-begin frame instead
+        head = model.audio_lm_head.weight.view(books, size, hidden)
+        head.zero_()
+        head[:, codes[0], 0] = _STUCK_GAIN
+        for c, after in following.items():
+            head[:, after, 1 + c] = _STUCK_GAIN
+        for quantizer in codec.quantizer.quantizers:  # the silent codes decode to nothing (the biases are zero)
+            quantizer.codebook.embed[silent] = 0.0
+
+
+def build(out_dir: str | Path, size: str = "tiny", seed: int = 0, stuck: str | None = None) -> Path:
+    """Write the checkpoint to out_dir and return it. Deterministic for a given size, seed and stuck mode."""
     out = Path(out_dir)
     model_dir, codec_dir = out / "model", out / "audio_tokenizer"
     tokenizer = _build_text_tokenizer()
     model = _build_model(tokenizer, size, seed)
     codec, extractor = _build_audio_tokenizer(seed)
+    if stuck is not None:
+        _make_stuck(model, codec, stuck)
     model_dir.mkdir(parents=True, exist_ok=True)
     codec_dir.mkdir(parents=True, exist_ok=True)
     if size == "full":  # the real architecture: store bf16 like the hub (about 12 GB), not 24 GB of fp32
@@ -209,7 +263,8 @@ def build(out_dir: str | Path, size: str = "tiny", seed: int = 0) -> Path:
     (model_dir / "chat_template.jinja").write_text(chat_template(), encoding="utf-8")
     codec.save_pretrained(codec_dir)
     extractor.save_pretrained(codec_dir)
-    (out / TINY_CHECKPOINT_MARKER).write_text(json.dumps({"size": size, "seed": seed}), encoding="utf-8")
+    marker = {"size": size, "seed": seed, **({"stuck": stuck} if stuck else {})}
+    (out / TINY_CHECKPOINT_MARKER).write_text(json.dumps(marker), encoding="utf-8")
     return out
 
 
@@ -218,9 +273,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("out_dir")
     parser.add_argument("--size", choices=sorted(SIZES), default="tiny")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--stuck", choices=STUCK, default=None,
+                        help="stuck on purpose: about a second of noise, then a repeated frame or silence")
     args = parser.parse_args(argv)
     start = time.perf_counter()
-    out = build(args.out_dir, args.size, args.seed)
+    out = build(args.out_dir, args.size, args.seed, args.stuck)
     print(f"wrote {out}/model and {out}/audio_tokenizer in {time.perf_counter() - start:.1f}s")
     return 0
 
