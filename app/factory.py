@@ -37,7 +37,8 @@ def create_app(config: dict | None = None, runtime: Runtime | None = None) -> Fl
         MAX_CONTENT_LENGTH=settings.max_upload_bytes + 1024 * 1024,  # the clip plus its form fields
         MAX_FORM_PARTS=settings.max_form_parts,
     )
-    CORS(app, origins=[o.strip() for o in settings.cors_origins.split(",")], expose_headers=["X-Request-ID", "X-Seed"])
+    CORS(app, origins=[o.strip() for o in settings.cors_origins.split(",")],
+         expose_headers=["X-Request-ID", "X-Seed", "X-Finish-Reason", "X-Runaway-Reason"])
     api = Api(app)
     from .routes import generate, health, info, openai, playground, realtime, voices
 

@@ -28,6 +28,9 @@ FIRST_AUDIO = Histogram("higgs_time_to_first_audio_seconds", "Request start to f
                         buckets=_LATENCY)
 GENERATION = Histogram("higgs_generation_seconds", "Whole generation time, queueing included", ["endpoint", "outcome"],
                        buckets=_LATENCY)
+FINISHED = Counter("higgs_generations_finished_total", "Generations that ended by themselves, by how: finish_reason "
+                   "stop, length or runaway, and runaway_reason (repetition, silence, text_budget; empty otherwise)",
+                   ["endpoint", "finish_reason", "runaway_reason"])
 AUDIO_SECONDS = Counter("higgs_audio_seconds_total", "Seconds of audio produced", ["endpoint"])
 FRAMES_PER_SECOND = Histogram("higgs_frames_per_second", "Audio frames generated per second of model time",
                               buckets=(5, 10, 25, 50, 100, 200, 400, 800, 1600, 3200))
@@ -42,6 +45,8 @@ REALTIME_CANCELS = Counter("higgs_realtime_cancels_total", "Realtime utterances 
 
 def observe_generation(endpoint: str, outcome: str, stats, elapsed: float, sample_rate: int) -> None:
     GENERATION.labels(endpoint, outcome).observe(elapsed)
+    if outcome == "ok" and stats.finish_reason:
+        FINISHED.labels(endpoint, stats.finish_reason, stats.runaway_reason or "").inc()
     QUEUE_WAIT.observe(stats.queue_wait_s)
     if stats.first_audio_s is not None:
         FIRST_AUDIO.labels(endpoint).observe(stats.first_audio_s)

@@ -48,6 +48,15 @@ def seed_header(seed: int | None) -> dict[str, str]:
     return {"X-Seed": str(seed)} if seed is not None else {}
 
 
+def finish_headers(stats) -> dict[str, str]:
+    """X-Finish-Reason (stop, length or runaway) and, for a runaway, X-Runaway-Reason: how a generation ended, for an
+    answer whose headers are sent after its end (a streamed body's are sent before it: its end is in the log)."""
+    headers = {"X-Finish-Reason": stats.finish_reason} if stats.finish_reason else {}
+    if stats.runaway_reason:
+        headers["X-Runaway-Reason"] = stats.runaway_reason
+    return headers
+
+
 def stream_response(body: Iterator, mimetype: str, handle: Generation, seed: int | None = None) -> Response:
     """A streamed answer (no caching, nginx buffering off) whose closing ends the handle if the body did not. `seed`
     (the one the generation uses) goes out as X-Seed, so any answer can be reproduced."""

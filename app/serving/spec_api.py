@@ -7,6 +7,7 @@ import base64
 
 from flask import Response
 
+from model_pool.guard import finish_fields
 from model_pool.lifecycle import collect
 from model_pool.request import SAMPLE_RATE
 
@@ -31,6 +32,7 @@ def whole_file(args: dict, endpoint: str, clip=None) -> dict:
         "duration": samples.shape[0] / SAMPLE_RATE,
         "generated_text": job.text,
         "seed": job.seed,
+        **finish_fields(handle.stats),
     }
 
 

@@ -11,6 +11,7 @@ import base64
 import json
 from collections.abc import Iterator
 
+from model_pool.guard import finish_fields
 from model_pool.lifecycle import Event, GenerationStats
 from model_pool.request import SAMPLE_RATE
 
@@ -43,7 +44,8 @@ def spec_events(job, events: Iterator[Event], stats: GenerationStats) -> Iterato
             index += 1
         elif event.kind == "done":
             yield sse({"type": "done", "success": True, "duration": stats.samples / SAMPLE_RATE,
-                       "sampling_rate": SAMPLE_RATE, "generated_text": job.text, "seed": job.seed}, "done")
+                       "sampling_rate": SAMPLE_RATE, "generated_text": job.text, "seed": job.seed,
+                       **finish_fields(stats)}, "done")
         else:
             yield sse({"type": "error", "message": public_message(event.error), "request_id": job.request_id},
                       "error")
@@ -68,7 +70,7 @@ def speech_events(job, events: Iterator[Event], stats: GenerationStats, encoder:
                 yield delta(tail)
             yield sse({"type": "speech.audio.done", "usage": {
                 "input_tokens": stats.prompt_tokens, "output_tokens": stats.frames,
-                "total_tokens": stats.prompt_tokens + stats.frames}})
+                "total_tokens": stats.prompt_tokens + stats.frames}, **finish_fields(stats)})
         else:
             yield sse({"type": "error", "error": {"message": public_message(event.error), "type": "server_error",
                                                   "request_id": job.request_id}})
