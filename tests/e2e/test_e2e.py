@@ -38,7 +38,8 @@ def test_test_client_all_passes(server, tmp_path):
 
 def test_stream_is_incremental_and_a_dropped_client_frees_the_instance(server):
     url, log_dir = server
-    body = {"text": "A long one.", "temperature": 0, "max_new_tokens": 1500}
+    # 60 s of audio for three words: a runaway the guard would end after 10 s; this test needs it running.
+    body = {"text": "A long one.", "temperature": 0, "max_new_tokens": 1500, "runaway_guard": False}
     response = requests.post(f"{url}/generate-stream", json=body, stream=True, timeout=60)
     assert response.status_code == 200
     assert sse_events(response.iter_lines(decode_unicode=True), until="audio") == ["start", "audio"]
@@ -56,7 +57,7 @@ def test_openai_sdk_reads_audio_chunks_while_generation_runs(server):
     url, _ = server
     client = openai.OpenAI(api_key="unused", base_url=f"{url}/v1", max_retries=0)
     request = {"model": "tts-1", "input": "A long one.", "voice": "belinda", "response_format": "mp3",
-               "extra_body": {"temperature": 0, "max_new_tokens": 1500}}
+               "extra_body": {"temperature": 0, "max_new_tokens": 1500, "runaway_guard": False}}
     with client.audio.speech.with_streaming_response.create(**request) as response:
         assert response.headers["content-type"] == "audio/mpeg"
         chunks = response.iter_bytes()

@@ -63,7 +63,7 @@ def pool(url: str) -> dict:
 
 def test_surplus_requests_get_503_at_once_and_health_answers(defaults):
     """Default flags: 8 batch slots and 16 queue places; 40 streams at once: 24 admitted, 16 refused at once."""
-    body = {"text": "Load.", "temperature": 0, "max_new_tokens": 2048}
+    body = {"text": "Load.", "temperature": 0, "max_new_tokens": 2048, "runaway_guard": False}  # long on purpose
     socks = [post(defaults.port, "/generate-stream", body) for _ in range(40)]
     try:
         started = time.perf_counter()
@@ -100,7 +100,7 @@ def test_slowloris_does_not_stall_health(defaults):
 
 
 def test_a_stalled_reader_is_cut_off_and_its_slot_freed(impatient):
-    body = {"text": "Nobody reads this.", "temperature": 0, "max_new_tokens": 4096}
+    body = {"text": "Nobody reads this.", "temperature": 0, "max_new_tokens": 4096, "runaway_guard": False}
     started = time.perf_counter()
     full = requests.post(f"{impatient.url}/generate-stream", json=body, timeout=120)
     full_s = time.perf_counter() - started
@@ -120,7 +120,7 @@ def test_a_stalled_reader_is_cut_off_and_its_slot_freed(impatient):
 
 
 def test_a_dropped_generate_client_stops_its_generation(impatient):
-    body = {"text": "Dropped whole-file request.", "temperature": 0, "max_new_tokens": 4096}
+    body = {"text": "Dropped whole-file request.", "temperature": 0, "max_new_tokens": 4096, "runaway_guard": False}
     started = time.perf_counter()
     done = requests.post(f"{impatient.url}/generate", json=body, timeout=120)
     full_s = time.perf_counter() - started

@@ -68,7 +68,7 @@ def test_overload_answers_200_or_503_and_recovers(single):
 
 
 def _open_stream(port: int) -> socket.socket:
-    body = json.dumps({"text": "Dropped.", "temperature": 0, "max_new_tokens": 1500}).encode()
+    body = json.dumps({"text": "Dropped.", "temperature": 0, "max_new_tokens": 1500, "runaway_guard": False}).encode()
     sock = socket.create_connection(("127.0.0.1", port), timeout=30)
     sock.sendall(b"POST /generate-stream HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
                  b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
@@ -213,7 +213,8 @@ def test_fuzz_from_the_openapi_document(single):
 
 def test_sigterm_lets_streams_finish_and_refuses_new_ones(multi):
     response = requests.post(f"{multi.url}/generate-stream", json={"text": "Finish me.", "temperature": 0,
-                                                                    "max_new_tokens": 600}, stream=True, timeout=60)
+                                                                    "max_new_tokens": 600, "runaway_guard": False},
+                             stream=True, timeout=60)
     lines = response.iter_lines(decode_unicode=True)
     events = sse_events(lines, until="audio")
     multi.proc.send_signal(signal.SIGTERM)
