@@ -128,11 +128,92 @@ class UploadFilesSchema(ma.Schema):
                             metadata={"description": "reference clip: WAV, FLAC, OGG or MP3, any rate/channels"})
 
 
-class SpeechSchema(GenerateSchema):
-    """POST /v1/audio/speech: OpenAI's fields, plus the spec's sampling and chunking fields as extensions."""
+TASK_TYPES = ("CustomVoice", "VoiceDesign", "Base")
+# Fields of vllm-omni's and sglang-omni's speech APIs with no meaning for Higgs Audio: refused by name, saying why.
+# A value that asks for nothing (null, false, an empty list or object, repetition_penalty 1) passes.
+NO_MEANING_HERE = {
+    "x_vector_only_mode": "Higgs Audio has no speaker-embedding (x-vector) mode: it clones a voice from the "
+                          "reference clip's audio in its prompt (send ref_audio and ref_text, task_type Base)",
+    "speaker_embedding": "Higgs Audio takes no speaker embedding: clone a voice from ref_audio, or name one in voice",
+    "word_timestamps": "this server has no forced aligner: audio comes without word timestamps",
+    "non_streaming_mode": "this is a Qwen3-TTS prompt mode; Higgs Audio's prompt has no such mode",
+    "repetition_penalty": "Higgs Audio samples with temperature, top_k, top_p and RAS (ras_win_len, "
+                          "ras_win_max_num_repeat); it has no repetition penalty",
+    "stage_params": "this server runs one model stage: its sampling fields are top level (temperature, top_k, ...)",
+    "token_count": "Higgs Audio takes no duration target: max_new_tokens bounds the audio (25 frames a second)",
+    "duration_tokens": "Higgs Audio takes no duration target: max_new_tokens bounds the audio (25 frames a second)",
+    "extra_params": "this server passes nothing to the model unchecked: every field it takes is documented",
+    "vq_codes": "send the clip's audio: this server encodes it with the model's own audio tokenizer",
+}
+_NEUTRAL = {"repetition_penalty": 1}
+
+
+class NoMeaningHere(fields.Raw):
+    """A field another server defines that means nothing here: refused (with why) unless it asks for nothing."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if value is None or value is False or value == {} or value == [] or (
+                attr in _NEUTRAL and value == _NEUTRAL[attr] and not isinstance(value, bool)):
+            return None
+        raise ma.ValidationError(f"not supported: {NO_MEANING_HERE[attr]}")
+
+
+class ReferenceSchema(ma.Schema):
+    """sglang-omni's reference: one clip (in one of the audio keys) and its transcript."""
+
+    audio_path = Text(load_default=None, allow_none=True)
+    ref_audio = Text(load_default=None, allow_none=True)
+    audio = Text(load_default=None, allow_none=True)
+    data = Text(load_default=None, allow_none=True)
+    media_type = Text(load_default=None, allow_none=True, validate=validate.Length(max=100),
+                      metadata={"description": "not needed: the clip's format is read from its bytes"})
+    text = Text(load_default=None, allow_none=True, validate=validate.Length(max=5000))
+    vq_codes = NoMeaningHere(load_default=None, metadata={"description": "refused: send the clip's audio"})
+
+
+class VoiceTaskFields(ma.Schema):
+    """vllm-omni's and sglang-omni's speech fields, taken as their clients send them (/v1/audio/speech and realtime
+    session.config); what each means for Higgs: app/serving/speaker.py and docs/realtime.md."""
+
+    speaker = Text(load_default=None, allow_none=True, validate=validate.Length(max=600),
+                   metadata={"description": "another name for voice (vllm-omni's and sglang-omni's)"})
+    task_type = fields.String(load_default=None, allow_none=True, validate=validate.OneOf(TASK_TYPES),
+                              metadata={"description": "CustomVoice: the voice named in voice; VoiceDesign: the "
+                                                       "voice described in instructions; Base: a clone of "
+                                                       "ref_audio (default: Base with ref_audio, else CustomVoice)"})
+    language = Text(load_default=None, allow_none=True, validate=validate.Length(max=64),
+                    metadata={"description": "Auto or a language: accepted and unused, Higgs reads the language "
+                                             "from the text"})
+    ref_audio = Text(load_default=None, allow_none=True,
+                     metadata={"description": "a clip to clone (task_type Base): a data: URI or base64 of a WAV, "
+                                              "FLAC, OGG or MP3 file; an http(s) URL only where the operator allows "
+                                              "fetching"})
+    ref_text = Text(load_default=None, allow_none=True, validate=validate.Length(max=5000),
+                    metadata={"description": "the transcript of ref_audio"})
+    references = fields.List(fields.Nested(ReferenceSchema), load_default=None, allow_none=True,
+                             validate=validate.Length(min=1, max=1, error="one reference: Higgs clones one voice here"),
+                             metadata={"description": "sglang-omni's form of ref_audio + ref_text: "
+                                                      "[{\"audio_path\": CLIP, \"text\": TRANSCRIPT}]"})
+    initial_codec_chunk_frames = WholeNumber(load_default=None, allow_none=True, validate=validate.Range(min=0),
+                                             metadata={"description": "frames (25 a second) in the first audio "
+                                                                      "piece of a stream; 0: as many as the next"})
+    x_vector_only_mode = NoMeaningHere(load_default=None)
+    speaker_embedding = NoMeaningHere(load_default=None)
+    word_timestamps = NoMeaningHere(load_default=None)
+    non_streaming_mode = NoMeaningHere(load_default=None)
+    repetition_penalty = NoMeaningHere(load_default=None)
+    stage_params = NoMeaningHere(load_default=None)
+    token_count = NoMeaningHere(load_default=None)
+    duration_tokens = NoMeaningHere(load_default=None)
+    extra_params = NoMeaningHere(load_default=None)
+
+
+class SpeechSchema(VoiceTaskFields, GenerateSchema):
+    """POST /v1/audio/speech: OpenAI's fields, plus the spec's sampling and chunking fields and vllm-omni's and
+    sglang-omni's speech fields as extensions."""
 
     class Meta:
-        exclude = ("text", "ref_audio", "scene_prompt")
+        exclude = ("text", "scene_prompt")
 
     model = Text(required=True, validate=validate.Length(min=1, max=200),
                           metadata={"description": "an id from GET /v1/models (tts-1, tts-1-hd and "
@@ -143,7 +224,8 @@ class SpeechSchema(GenerateSchema):
                           metadata={"description": "a voice from GET /v1/audio/voices (or {\"id\": NAME}), "
                                                    "profile:NAME, or omitted for a smart voice (OpenAI's built-in names mean smart voice)"})
     instructions = Text(load_default=None, allow_none=True, validate=validate.Length(max=4096),
-                                 metadata={"description": "a scene description (or a scene name)"})
+                                 metadata={"description": "a scene description (or a scene name); with task_type "
+                                                          "VoiceDesign, the voice's description"})
     response_format = fields.String(load_default="mp3", validate=validate.OneOf(FORMAT_NAMES))
     speed = Number(load_default=1.0, validate=validate.Range(0.25, 4.0),
                          metadata={"description": "tempo, pitch kept"})
@@ -247,6 +329,7 @@ def to_generation_request(args: dict, server_max_new_tokens: int, clip: Referenc
         text=args["text"],
         ref_audio=args["ref_audio"],
         ref_clip=clip,
+        voice_description=args.get("voice_description"),
         scene_prompt=args["scene_prompt"],
         sampling=SamplingParams(
             temperature=args["temperature"],
@@ -256,6 +339,7 @@ def to_generation_request(args: dict, server_max_new_tokens: int, clip: Referenc
             ras_win_len=args["ras_win_len"],
             ras_win_max_num_repeat=args["ras_win_max_num_repeat"],
             max_new_tokens=args["max_new_tokens"] or server_max_new_tokens,
+            first_chunk_frames=args.get("initial_codec_chunk_frames"),
         ),
         chunk_method=args["chunk_method"],
         chunk_max_word_num=args["chunk_max_word_num"],

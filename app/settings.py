@@ -66,7 +66,9 @@ class Settings:
     graceful_timeout: int = 300  # seconds gunicorn lets in-flight streams finish on stop
     max_sessions: int = 32  # realtime WebSocket sessions per worker; more are refused (503) before the handshake
     session_idle_timeout: float = 120.0  # seconds a realtime session may send nothing before it is closed
-    max_message_kb: int = 64  # one realtime client message
+    max_message_kb: int = 128  # one realtime client message (vllm-omni's limit for text)
+    max_config_message_kb: int = 4096  # one realtime session.config, which may carry a clip (ref_audio)
+    allow_ref_audio_urls: bool = False  # fetch a ref_audio given as an http(s) URL (the server makes the request)
     voice_aliases: str = ""  # "alloy=belinda,echo=en_man": names (OpenAI's, say) that clone a library voice
     forwarded_allow_ips: str = "127.0.0.1,::1"  # proxies whose X-Forwarded-* headers gunicorn trusts
 

@@ -1,5 +1,6 @@
-"""Serving of /v1/audio/speech: OpenAI's fields mapped onto a generation request, and the encoded audio as it is
-made (or OpenAI's SSE events).
+"""Serving of /v1/audio/speech: OpenAI's fields (and vllm-omni's and sglang-omni's task_type, ref_audio, ...: who
+speaks is app/serving/speaker.py's) mapped onto a generation request, and the encoded audio as it is made (or
+OpenAI's SSE events).
 
 An audio body cannot carry an error once its first byte is out, so `primed_audio` pulls the generation up to its
 first encoded bytes before the response starts: any failure until then (a full queue, a prompt that fails) is a
@@ -15,8 +16,8 @@ from pathlib import Path
 
 from flask import Response
 
-from model_pool.defaults import DEFAULT_MODEL, DEFAULT_SCENE
-from model_pool.errors import Cancelled
+from model_pool.defaults import DEFAULT_MODEL
+from model_pool.errors import Cancelled, UnknownVoice
 from model_pool.lifecycle import Event, collect
 
 from ..errors import StreamAborted, UnknownModel
@@ -24,8 +25,9 @@ from ..runtime import runtime
 from .encoder import StreamEncoder
 from .jobs import start_job
 from .responses import client_watch, seed_header, stream_response
+from .speaker import resolve_speaker
 from .sse import speech_events
-from .voices import resolve_voice
+from .voices import voice_hint
 
 log = logging.getLogger("higgs.openai")
 
@@ -72,7 +74,8 @@ def primed_audio(events: Iterator[Event], encoder: StreamEncoder, request_id: st
 MODEL_ID = "higgs-audio-v2"
 OPENAI_MODEL_ALIASES = ("tts-1", "tts-1-hd", "gpt-4o-mini-tts")
 # Our generation fields under the names a /v1 client sends them: errors name the field the client knows.
-SPEECH_NAMES = {"text": "input", "ref_audio": "voice", "scene_prompt": "instructions"}
+SPEECH_NAMES = {"text": "input", "ref_audio": "voice", "scene_prompt": "instructions",
+                "voice_description": "instructions"}
 
 
 def model_ids(model_path: str) -> list[str]:
@@ -83,16 +86,25 @@ def model_ids(model_path: str) -> list[str]:
     return [MODEL_ID, model_path]
 
 
+def check_model(name: str) -> None:
+    """`model` as /v1/audio/speech and realtime sessions take it: our ids, OpenAI's aliases, or --model-path."""
+    path = runtime().settings.model_path
+    ids = model_ids(path)
+    if name not in (*ids, *OPENAI_MODEL_ALIASES, path):
+        raise UnknownModel(name, ids)
+
+
 def speech(args: dict) -> Response:
-    rt = runtime()
-    ids = model_ids(rt.settings.model_path)
-    if args["model"] not in (*ids, *OPENAI_MODEL_ALIASES, rt.settings.model_path):
-        raise UnknownModel(args["model"], ids)
-    fields = {**args, "text": args["input"], "ref_audio": resolve_voice(args["voice"]),
-              "scene_prompt": args["instructions"] if args["instructions"] is not None else DEFAULT_SCENE}
+    check_model(args["model"])
     # `stream: false` (vllm-omni's extension): the complete file with exact headers, made like /generate's.
     encoder = StreamEncoder(args["response_format"], args["speed"], seekable=not args["stream"])
-    job, handle = start_job(fields, "/v1/audio/speech", "speech", names=SPEECH_NAMES)
+    try:
+        who = resolve_speaker(args)
+        fields = {**args, "text": args["input"], "ref_audio": who.ref_audio, "scene_prompt": who.scene_prompt,
+                  "voice_description": who.voice_description}
+        job, handle = start_job(fields, "/v1/audio/speech", "speech", clip=who.clip, names=SPEECH_NAMES)
+    except UnknownVoice as exc:
+        raise voice_hint(exc) from None
     events = handle.events(client_watch())
     if not args["stream"]:
         encoder.push(collect(events))  # every failure until the file is whole is a JSON error with its status

@@ -72,11 +72,16 @@ def _read_text(path: Path) -> str:
     return path.read_text(encoding="utf-8", errors="replace").strip()
 
 
+def closest(name: str, known: list[str]) -> list[str]:
+    """The known names a typo of `name` most likely meant (at most 3, case ignored)."""
+    by_lower = {k.lower(): k for k in known}
+    return [by_lower[c] for c in difflib.get_close_matches(name.lower(), list(by_lower), n=3, cutoff=0.6)]
+
+
 def _unknown(what: str, name: str, known: list[str], prefix: str = "") -> str:
     """'unknown voice 'bellinda' (closest: belinda)': a typo's fix at a glance, without listing a whole library."""
-    close = difflib.get_close_matches(name.lower(), [k.lower() for k in known], n=3, cutoff=0.6)
-    by_lower = {k.lower(): k for k in known}
-    hint = f" (closest: {', '.join(prefix + by_lower[c] for c in close)})" if close else ""
+    close = closest(name, known)
+    hint = f" (closest: {', '.join(prefix + c for c in close)})" if close else ""
     return f"unknown {what}{hint}"
 
 
