@@ -31,7 +31,7 @@ def _config(frames: int) -> dict:
     # Greedy without RAS, as the other rows: the random audio head never ends a stream, so every sentence makes
     # exactly `frames` frames.
     return {"type": "session.config", "instructions": "", "temperature": 0, "ras_win_len": 0,
-            "max_new_tokens": frames + 8}
+            "max_new_tokens": frames + 8, "response_format": "pcm", "stream_audio": True}
 
 
 def session(url: str, frames: int) -> dict:

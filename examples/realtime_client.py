@@ -45,7 +45,7 @@ def main() -> int:
     audio = bytearray()
     with connect(f"{args.url.rstrip('/')}/v1/audio/speech/stream", additional_headers=headers) as ws:
         config = {"type": "session.config", "voice": args.voice, "seed": args.seed,
-                  "max_new_tokens": args.max_new_tokens}
+                  "max_new_tokens": args.max_new_tokens, "response_format": "pcm", "stream_audio": True}
         ws.send(json.dumps({k: v for k, v in config.items() if v is not None}))
         started = time.perf_counter()
         threading.Thread(target=feed, args=(ws, args.text, args.words_per_second), daemon=True).start()

@@ -15,7 +15,6 @@ from ..errors import ForbiddenOrigin, SessionsFull
 from ..realtime.session import Limits, RealtimeSession
 from ..realtime.websocket import accept, finished_response
 from ..runtime import runtime
-from ..serving.voices import resolve_voice
 
 log = logging.getLogger("higgs.realtime")
 blp = Blueprint("realtime", __name__, url_prefix="/v1")
@@ -38,14 +37,15 @@ def speech_stream():
         raise SessionsFull(f"server busy: all {settings.max_sessions} realtime sessions of this worker are open")
     try:
         offered = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",")]
+        # The WebSocket refuses (1009) what is over the larger session.config limit; the session, the rest.
         ws = accept(request.environ, WS_SUBPROTOCOL if WS_SUBPROTOCOL in offered else None,
-                    settings.max_message_kb * 1024)
+                    settings.max_config_message_kb * 1024)
         metrics.REALTIME_SESSIONS.inc()
         log.info("realtime %s: session opened", g.request_id)
         limits = Limits(settings.session_idle_timeout, settings.max_text_chars, settings.max_request_steps,
-                        settings.queue_timeout, settings.ping_interval)
+                        settings.queue_timeout, settings.ping_interval, settings.max_message_kb * 1024)
         try:
-            RealtimeSession(ws, rt.service, g.request_id, limits, resolve_voice, settings.max_new_tokens).run()
+            RealtimeSession(ws, rt.service, g.request_id, limits, settings.max_new_tokens).run()
         finally:
             metrics.REALTIME_SESSIONS.dec()
             log.info("realtime %s: session closed", g.request_id)

@@ -4,6 +4,8 @@ arrives, barge-in, a closed socket, bad input, limits, and who may connect."""
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import time
 
@@ -13,6 +15,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
 from harness import get_json, start_server, wait_until
+from helpers import EXAMPLES, decode_audio
 
 TEXT = "Hello there. How are you today? I am fine; thanks!"
 SENTENCES = ["Hello there.", "How are you today?", "I am fine;", "thanks!"]
@@ -41,7 +44,8 @@ def ws_url(srv) -> str:
 
 
 def config(**fields) -> str:
-    return json.dumps({"type": "session.config", "max_new_tokens": 40, **fields})
+    """Our own clients' config: PCM as it is made (a session's default is vllm-omni's, one WAV file a sentence)."""
+    return json.dumps({"type": "session.config", "max_new_tokens": 40, "response_format": "pcm", **fields})
 
 
 def text(value: str) -> str:
@@ -177,8 +181,8 @@ def test_closing_the_socket_stops_the_generation_and_frees_the_slot(server):
 
 def test_bad_input_is_an_error_event_and_the_session_survives(server):
     with connect(ws_url(server)) as ws:
+        ws.send(config(seed=1))
         cases = [
-            (text("Too early."), "type", "before session.config"),
             ("not json", "message", "not JSON"),
             (json.dumps([1, 2]), "message", "JSON object"),
             (json.dumps({"type": "input.shout"}), "type", "unknown message type"),
@@ -186,13 +190,14 @@ def test_bad_input_is_an_error_event_and_the_session_survives(server):
             (json.dumps({"type": "input.text", "text": 5}), "text", "string"),
             (config(temperature="hot"), "temperature", "temperature"),
             (config(voice="nobody_here"), "voice", "unknown voice"),
-            (config(response_format="mp3"), "response_format", "response_format"),
+            (config(response_format="ogg"), "response_format", "response_format"),
+            # JSON escapes can carry a lone surrogate, which no tokenizer takes
+            ('{"type": "input.text", "text": "Hi \\ud800 there."}', "text", "lone surrogate"),
         ]
         for message, field, words in cases:
             ws.send(message)
             error = json.loads(ws.recv(timeout=30))
             assert error["type"] == "error" and error["field"] == field and words in error["message"], error
-        ws.send(config(seed=1))
         ws.send(text("Buffered without an end"))
         ws.send(config(seed=2))
         error = json.loads(ws.recv(timeout=30))
@@ -341,3 +346,228 @@ def test_agents_over_http_livekits_sse_mp3_and_pipecats_aliased_voice(server):
     # In a realtime session too: the alias clones its voice exactly as the voice's own name does.
     assert speak(server, ["Same voice here."], voice="alloy", seed=3)[1] == \
         speak(server, ["Same voice here."], voice="belinda", seed=3)[1]
+
+
+# ---- clients written for vllm-omni and sglang-omni, unchanged ----------------------------------------------------
+# What vllm-omni's examples/online_serving/qwen3_tts/streaming_speech_client.py sends with its default flags (the
+# fields its argparse defaults fill in; None ones left out), and what it keeps: the binary frames between audio.start
+# and audio.done, written as sentence_NNN.<response_format>.
+VLLM_OMNI_DEFAULTS = {"voice": "Vivian", "task_type": "CustomVoice", "language": "Auto", "response_format": "wav",
+                      "speed": 1.0}
+BELINDA = EXAMPLES / "voice_prompts" / "belinda.wav"
+PROFILE = "A male speaker with a deep, calm voice and a neutral American accent."  # profile:male_en
+
+
+def vllm_omni_session(srv, text_: str, simulate_stt: bool = False, **flags) -> dict:
+    """One session as vllm-omni's client runs it: session.config, the text (whole, or word by word as --simulate-stt
+    sends it), input.done, then frames until session.done. Returns the events, the files it would write, the
+    binary frames per sentence, and the close frame if the server closed instead."""
+    config_ = {k: v for k, v in {**VLLM_OMNI_DEFAULTS, **flags}.items() if v is not None}
+    result = {"events": [], "files": {}, "frames": {}, "close": None}
+    with connect(ws_url(srv), max_size=None) as ws:
+        ws.send(json.dumps({"type": "session.config", **config_}))
+        words = text_.split(" ")
+        for piece in ([w + (" " if i < len(words) - 1 else "") for i, w in enumerate(words)] if simulate_stt
+                      else [text_]):
+            ws.send(json.dumps({"type": "input.text", "text": piece}))
+        ws.send(json.dumps({"type": "input.done"}))
+        chunks: list[bytes] = []
+        try:
+            while True:
+                message = ws.recv(timeout=120)
+                if isinstance(message, bytes):
+                    chunks.append(message)
+                    continue
+                event_ = json.loads(message)
+                result["events"].append(event_)
+                if event_["type"] == "audio.start":
+                    chunks = []
+                elif event_["type"] == "audio.done":
+                    result["files"][event_["sentence_index"]] = b"".join(chunks)
+                    result["frames"][event_["sentence_index"]] = len(chunks)
+                elif event_["type"] == "session.done":
+                    break
+        except ConnectionClosed as closed:
+            result["close"] = closed.rcvd
+    return result
+
+
+def first_message_refused(srv, message: str) -> tuple[dict, object]:
+    """The error a first message gets, and the close frame that follows it."""
+    with connect(ws_url(srv), max_size=None) as ws:
+        ws.send(message)
+        error = json.loads(ws.recv(timeout=30))
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=30)
+    return error, closed.value.rcvd
+
+
+def pcm_of(srv, text_: str, **fields) -> bytes:
+    events, audio = speak(srv, [text_], **fields)
+    return b"".join(audio[key] for key in sorted(audio))
+
+
+def data_uri(path) -> str:
+    return "data:audio/wav;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+def test_vllm_omni_client_defaults_get_an_error_naming_our_voices_and_a_close(server):
+    """Its default speaker (Vivian) is not a voice here: the client reads why, then the close ends its recv()."""
+    result = vllm_omni_session(server, "Hello world. How are you?")
+    [error] = result["events"]
+    assert error["type"] == "error" and error["field"] == "voice"
+    assert "unknown voice 'Vivian'" in error["message"] and "belinda" in error["message"]
+    assert result["close"].code == 1008
+
+
+def test_vllm_omni_client_writes_one_wav_file_per_sentence_that_plays(server):
+    import soundfile as sf
+
+    result = vllm_omni_session(server, "Hello world. How are you?", simulate_stt=True, voice="belinda",
+                               max_new_tokens=40, seed=7)
+    starts = [e for e in result["events"] if e["type"] == "audio.start"]
+    assert [e["sentence_text"] for e in starts] == ["Hello world.", "How are you?"]
+    assert all(e["format"] == "wav" and e["sample_rate"] == 24000 and e["channels"] == 1 for e in starts)
+    assert result["events"][-1] == {"type": "session.done", "utterance_index": 0, "total_sentences": 2}
+    dones = [e for e in result["events"] if e["type"] == "audio.done"]
+    assert [d["total_bytes"] for d in dones] == [len(result["files"][i]) for i in range(2)]
+    assert not any(d["error"] for d in dones) and result["frames"] == {0: 1, 1: 1}  # one complete file each
+    pcm = pcm_of(server, "Hello world. How are you?", voice="belinda", seed=7)
+    heard = b""
+    for index in range(2):
+        samples, rate = sf.read(io.BytesIO(result["files"][index]), dtype="int16")
+        assert rate == 24000 and samples.ndim == 1 and samples.shape[0] > 0
+        heard += samples.tobytes()
+    assert heard == pcm  # the files hold exactly the audio the PCM stream carries
+
+
+def test_vllm_omni_stream_audio_pcm_streams_chunks_and_says_their_shape(server):
+    result = vllm_omni_session(server, "Hello world.", voice="belinda", response_format="pcm", stream_audio=True,
+                               max_new_tokens=60)
+    start = next(e for e in result["events"] if e["type"] == "audio.start")
+    assert start["format"] == "pcm" and start["sample_rate"] == 24000 and start["channels"] == 1
+    assert result["frames"][0] > 1 and len(result["files"][0]) % 2 == 0  # PCM16 chunks as they are made
+
+
+@pytest.mark.parametrize("fmt", ["mp3", "flac", "opus", "aac"])
+def test_every_format_is_a_complete_file_per_sentence(server, fmt):
+    result = vllm_omni_session(server, "Hello world.", voice="belinda", response_format=fmt, max_new_tokens=40,
+                               seed=3)
+    rate, seconds = decode_audio(result["files"][0], fmt)
+    expected = len(pcm_of(server, "Hello world.", voice="belinda", seed=3)) / 2 / 24000
+    assert rate == 24000 and abs(seconds - expected) < 0.03, (fmt, seconds, expected)
+
+
+def test_voice_design_and_base_clone_are_the_voices_they_describe_and_clone(server):
+    """VoiceDesign: the voice described in instructions, as a profile of that text is; Base: a clone of the data:
+    URI clip and its transcript, as the library voice of that clip is (the client's default speaker comes along and
+    is not used). sglang-omni's spellings (speaker, references, a nested session object) mean the same."""
+    words = "The same words, twice."
+    designed = vllm_omni_session(server, words, task_type="VoiceDesign", instructions=PROFILE, response_format="pcm",
+                                 max_new_tokens=40, seed=5)
+    assert designed["files"][0] == pcm_of(server, words, voice="profile:male_en", seed=5)
+    transcript = BELINDA.with_suffix(".txt").read_text().strip()
+    cloned = vllm_omni_session(server, words, task_type="Base", ref_audio=data_uri(BELINDA), ref_text=transcript,
+                               response_format="pcm", max_new_tokens=40, seed=5)
+    belinda = pcm_of(server, words, voice="belinda", seed=5)
+    assert cloned["files"][0] == belinda and len(data_uri(BELINDA)) > 128 * 1024  # over the text message limit
+    sglang = {"type": "session.config", "session": {"references": [{"audio_path": data_uri(BELINDA),
+                                                                    "text": transcript}],
+                                                    "response_format": "pcm", "max_new_tokens": 40, "seed": 5}}
+    with connect(ws_url(server), max_size=None) as ws:
+        ws.send(json.dumps(sglang))
+        ws.send(text(words))
+        ws.send(DONE)
+        assert until(ws, "session.done")[1][(0, 0)] == belinda
+    assert pcm_of(server, words, speaker="belinda", seed=5) == belinda
+
+
+def test_refused_configs_name_the_field_and_why_and_close_a_session_that_never_started(server):
+    cases = [
+        ({"x_vector_only_mode": True}, "x_vector_only_mode", "speaker-embedding"),
+        ({"speaker_embedding": [0.1, 0.2]}, "speaker_embedding", "no speaker embedding"),
+        ({"word_timestamps": True}, "word_timestamps", "forced aligner"),
+        ({"task_type": "Base", "ref_audio": "https://example.com/clip.wav"}, "ref_audio", "does not fetch"),
+        ({"task_type": "Base"}, "ref_audio", "clones ref_audio"),
+        ({"task_type": "VoiceDesign"}, "instructions", "description"),
+        ({"ref_audio": data_uri(BELINDA)}, "ref_audio", "task_type Base"),  # the client's CustomVoice default
+        ({"response_format": "wav", "stream_audio": True}, "response_format", "pcm"),
+        ({"split_granularity": "word"}, "split_granularity", "Must be one of"),
+        ({"model": "Qwen/Qwen3-TTS-12Hz-1.7B-CustomVoice"}, "model", "unknown model"),
+        ({"favourite_colour": "blue"}, "favourite_colour", "unknown field"),
+    ]
+    for fields, field, words in cases:
+        error, close = first_message_refused(server, json.dumps({"type": "session.config", **VLLM_OMNI_DEFAULTS,
+                                                                 "voice": "belinda", **fields}))
+        assert error["type"] == "error" and error["field"] == field and words in error["message"], (fields, error)
+        assert close.code == 1008 and close.reason, fields
+    for first in (text("Hello."), "not json", json.dumps({"type": "input.cancel"})):
+        error, close = first_message_refused(server, first)
+        assert error["type"] == "error" and close.code == 1008
+    # A later invalid config keeps the one before, and the server still serves.
+    with connect(ws_url(server)) as ws:
+        ws.send(config(voice="belinda", model="tts-1", language="English"))
+        ws.send(json.dumps({"type": "session.config", "x_vector_only_mode": True}))
+        assert json.loads(ws.recv(timeout=30))["field"] == "x_vector_only_mode"
+        ws.send(text("Still here."))
+        ws.send(DONE)
+        events, audio = until(ws, "session.done")
+        assert events[-1]["total_sentences"] == 1 and audio[(0, 0)]
+
+
+def test_an_oversized_message_is_closed_with_1009_whatever_its_size(server):
+    with connect(ws_url(server)) as ws:
+        ws.send(config())
+        ws.send(text("x" * 200_000))  # over the 128 KB limit of a message that is not a session.config
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=30)
+        assert closed.value.rcvd.code == 1009
+    with connect(ws_url(server), max_size=None) as ws:
+        ws.send(json.dumps({"type": "session.config", "ref_audio": "A" * (6 * 1024 * 1024)}))  # over 4 MB
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.recv(timeout=30)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009  # a close frame, not a reset
+    assert speak(server, ["Still serving."])[0][-1]["type"] == "session.done"
+
+
+def test_session_close_closes_after_the_current_utterance(server):
+    with connect(ws_url(server)) as ws:
+        ws.send(config(seed=4))
+        ws.send(text("First one here. And the second."))
+        ws.send(DONE)
+        ws.send(json.dumps({"type": "session.close"}))
+        events = []
+        with pytest.raises(ConnectionClosed) as closed:
+            while True:
+                message = ws.recv(timeout=60)
+                if not isinstance(message, bytes):
+                    events.append(json.loads(message))
+        assert [e["type"] for e in events if e["type"] != "audio.start"] == ["audio.done", "audio.done",
+                                                                              "session.done"]
+        assert closed.value.rcvd.code == 1000
+
+
+def test_split_granularity_initial_chunk_and_speed(server):
+    with connect(ws_url(server)) as ws:
+        ws.send(config(split_granularity="clause", seed=6))
+        ws.send(text("Hello there, friend. How are you?"))
+        ws.send(DONE)
+        events, _ = until(ws, "session.done")
+        assert [e["sentence_text"] for e in events if e["type"] == "audio.start"] == ["Hello there,", "friend.",
+                                                                                     "How are you?"]
+    with connect(ws_url(server)) as ws:
+        ws.send(config(split_granularity="none", seed=6))
+        ws.send(text("Hello there, friend. How are you? "))
+        ws.send(text("Fine."))
+        ws.send(DONE)
+        events, _ = until(ws, "session.done")
+        assert [e["sentence_text"] for e in events if e["type"] == "audio.start"] == [
+            "Hello there, friend. How are you? Fine."]
+    for frames in (5, 7):  # the first PCM chunk holds that many frames (960 samples each)
+        with connect(ws_url(server)) as ws:
+            ws.send(config(voice="belinda", stream_audio=True, initial_codec_chunk_frames=frames))
+            ws.send(text("Hello world. "))
+            until(ws, "audio.start")
+            assert len(ws.recv(timeout=60)) == frames * 960 * 2
+    normal, fast = (len(pcm_of(server, "Hello world.", seed=8, speed=speed)) for speed in (1.0, 2.0))
+    assert abs(fast / normal - 0.5) < 0.05  # tempo, pitch kept (as over HTTP)

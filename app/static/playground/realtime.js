@@ -88,7 +88,9 @@ export class Realtime {
 
   sessionConfig() {
     const s = this.settings();
-    const config = {type: 'session.config', voice: s.voice || null, instructions: s.scene_prompt,
+    // PCM as it is made (a session's default is one WAV file per sentence, as vllm-omni's).
+    const config = {type: 'session.config', response_format: 'pcm', stream_audio: true,
+                    voice: s.voice || null, instructions: s.scene_prompt,
                     temperature: s.temperature, top_k: s.top_k, top_p: s.top_p, max_new_tokens: s.max_new_tokens,
                     ras_win_len: s.ras_win_len, ras_win_max_num_repeat: s.ras_win_max_num_repeat};
     if (s.seed !== null) config.seed = s.seed;
