@@ -1,7 +1,8 @@
 """The audio codec side of one engine: reference audio to codes, codes to waveform.
 
 On CUDA the codec runs on its own stream: decoding a stream's audio (and copying it to the host) then waits only
-for codec work, not behind the decode steps the batch loop keeps queueing on the default stream.
+for codec work, not behind the decode steps the batch loop keeps queueing on the default stream. Decoding goes
+through the vocoder stage (vocoder.py), which batches the windows streams ask for at the same time on a GPU.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import numpy as np
 import torch
 
 from ..request import SAMPLE_RATE
+from .vocoder import Vocoder
 
 
 class Codec:
@@ -20,6 +22,7 @@ class Codec:
         self.tokenizer = processor.audio_tokenizer
         self.device = device
         self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+        self.vocoder = Vocoder(self.decode_batch, batched=device.type == "cuda")
 
     def _on_stream(self):
         return torch.cuda.stream(self.stream) if self.stream is not None else contextlib.nullcontext()
@@ -34,12 +37,14 @@ class Codec:
             codes = self.tokenizer.encode(values, return_dict=False)  # [1, codebooks, frames]
             return codes[0].transpose(0, 1).to("cpu", torch.long).contiguous()
 
-    @torch.inference_mode()
     def decode(self, frames: torch.Tensor) -> np.ndarray:
-        """codes [frames, codebooks] -> float32 samples (960 per frame)."""
-        if frames.shape[0] == 0:
-            return np.zeros(0, dtype=np.float32)
+        """codes [frames, codebooks] -> float32 samples (960 per frame), through the vocoder stage."""
+        return self.vocoder.decode(frames)
+
+    @torch.inference_mode()
+    def decode_batch(self, frames: torch.Tensor) -> list[np.ndarray]:
+        """codes [streams, frames, codebooks] -> float32 samples per stream, in one codec call."""
         with self._on_stream():
-            codes = frames.to(self.device).transpose(0, 1).unsqueeze(0)
+            codes = frames.to(self.device).transpose(1, 2)
             audio = self.tokenizer.decode(codes, return_dict=False)
-            return audio[0, 0].float().cpu().numpy()
+            return list(audio[:, 0].float().cpu().numpy())
