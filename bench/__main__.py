@@ -9,7 +9,8 @@ generation is greedy, so every run makes exactly --frames frames), then measures
   (and 4 clients on two instances), (f) a named-voice clone, uncached then cached, (g) the bare model's
   forward loop with 1 and 8 rows, and with two threads of 2 rows each: how much batching (and a second
   instance) this hardware can give at all; (h) the decode step's cost against what the rows hold; and (i) a
-  realtime session fed at an LLM's pace: its first audio against /generate-stream's, and the silence heard.
+  realtime session fed at an LLM's pace: its first audio against /generate-stream's, and the silence heard; (j)
+  the engine's host work: aten ops and syncing ops per decode step at 1 and 32 rows (bench/ops.py).
 Prints a table and writes JSON with the machine description to bench/results/.
 """
 
@@ -40,7 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--compile", action="store_true", help="also measure the compiled decode step (b')")
     p.add_argument("--servers", default=",".join(measure.SERVERS),
                    help="server layouts for (c)-(f): on (batching), off (no batching), two (two instances)")
-    p.add_argument("--skip-server", action="store_true", help="only (a) and (b)")
+    p.add_argument("--skip-server", action="store_true", help="only (a), (b) and (j)")
+    p.add_argument("--skip-ops", action="store_true", help="leave out (j), the host ops per decode step")
     p.add_argument("--checkpoint", help="reuse a checkpoint directory built by an earlier run")
     args = p.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -55,6 +57,10 @@ def main(argv: list[str] | None = None) -> int:
     # On a GPU the compiled engine has the server's slots, so the server's warm-up finds its graph compiled.
     slots = max(8, *clients) if args.device.startswith("cuda") else 1
     rows += measure.in_process(checkpoint, args.device, args.frames, args.repeats, args.compile, slots)
+    if not args.skip_ops:
+        from . import ops
+
+        rows += ops.rows(args.device)
     if not args.skip_server:
         servers = tuple(s.strip() for s in args.servers.split(",") if s.strip())
         rows += measure.through_server(checkpoint, work, args.device, args.frames, args.concurrency_frames,

@@ -347,6 +347,7 @@ def ratios(rows: list[dict]) -> dict:
                                                                                          "frames_per_s"),
         "cached_clone_vs_uncached": ratio("f_cached", "f_uncached"),
         "realtime_first_audio_vs_stream_alone (i, target <= 1.1)": ratio("i_first", "i_alone"),
+        "host_ops_per_step_32_rows_vs_1 (j, target <= 1.5)": ratio("j_32", "j_1", "ops_per_step"),
     }
     if "b_compiled" in by:
         out["compiled_vs_eager (b'/b)"] = ratio("b_compiled", "b")

@@ -83,6 +83,22 @@ def measure(checkpoint: Path, device: str = "cpu", slots: int = 32, rows: tuple[
     return out
 
 
+def rows(device: str = "cpu", slots: int = 32, frames: int = 30) -> list[dict]:
+    """`python -m bench`'s row (j): ops and syncing ops per decode step at 1 and `slots` rows, on a tiny checkpoint
+    of its own (the count is about the engine's host work, not the model's size)."""
+    from model_pool import tiny
+
+    checkpoint = tiny.build(Path(tempfile.mkdtemp(prefix="higgs-ops-")))
+    out = []
+    for r in measure(checkpoint, device, slots, (1, slots), frames):
+        row = {"id": f"j_{r['rows']}", "name": f"host ops per decode step, {r['rows']} row(s) of {slots} slots",
+               "median_s": 0.0, "frames_per_s": None, **{k: v for k, v in r.items() if k != "top_ops"}}
+        print(f"  ({row['id']}) {row['name']}: {r['ops_per_step']} ops, {r['syncing_ops_per_step']} syncing ops "
+              "per step", flush=True)
+        out.append(row)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--size", choices=["tiny", "small", "full"], default="tiny")

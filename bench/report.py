@@ -48,6 +48,8 @@ def print_table(results: dict) -> None:
             notes.append(f"first audio {row['first_audio_s']:.3f}s")
         if "audio_s_per_s" in row:
             notes.append(f"{row['audio_s_per_s']:.2f} audio s/s")
+        if "ops_per_step" in row:
+            notes.append(f"{row['ops_per_step']} aten ops/step, {row['syncing_ops_per_step']} syncing")
         if "ms_per_step" in row:
             notes.append(f"{row['ms_per_step']:.2f} ms/step")
         fps = f"{row['frames_per_s']:.1f}" if row.get("frames_per_s") else "-"
