@@ -39,7 +39,7 @@ def speech_stream():
         offered = [p.strip() for p in request.headers.get("Sec-WebSocket-Protocol", "").split(",")]
         # The WebSocket refuses (1009) what is over the larger session.config limit; the session, the rest.
         ws = accept(request.environ, WS_SUBPROTOCOL if WS_SUBPROTOCOL in offered else None,
-                    settings.max_config_message_kb * 1024)
+                    max(settings.max_config_message_kb, settings.max_message_kb) * 1024)
         metrics.REALTIME_SESSIONS.inc()
         log.info("realtime %s: session opened", g.request_id)
         limits = Limits(settings.session_idle_timeout, settings.max_text_chars, settings.max_request_steps,
