@@ -8,10 +8,10 @@ import threading
 from flask import current_app
 
 from model_pool.pool_loader import PoolLoader
-from model_pool.prompt.library import SceneLibrary, VoiceLibrary
 from model_pool.service import TTSService
 
 from . import metrics
+from .prompt_dirs import open_libraries
 from .settings import Settings
 
 log = logging.getLogger("higgs.runtime")
@@ -21,8 +21,7 @@ class Runtime:
     def __init__(self, settings: Settings, loader: PoolLoader | None = None):
         self.settings = settings
         self.sessions = threading.BoundedSemaphore(settings.max_sessions)  # realtime sessions open in this worker
-        self.voices = VoiceLibrary(settings.voice_prompts_dir)
-        self.scenes = SceneLibrary(settings.scene_prompts_dir)
+        self.voices, self.scenes = open_libraries(settings)  # located from any working directory, logged
         self.loader = loader or PoolLoader(self._build_pool)
         self.loader.on_ready = lambda pool: pool.observe(metrics.observe_pool)
         self.service = TTSService(

@@ -79,13 +79,18 @@ class Server:
 
 
 def start_server(checkpoint: Path, log_dir: Path, *extra: str, env: dict | None = None,
-                 ready_path: str = "/readyz", device: str = "cpu", timeout: float = 120) -> Server:
+                 ready_path: str = "/readyz", device: str = "cpu", timeout: float = 120,
+                 examples: bool = True) -> Server:
+    """The server runs in log_dir (not the project's directory). examples: the shipped voice and scene directories
+    given explicitly; False: the server finds them itself, as `cd /srv && python .../api_server.py` does."""
     port = free_port()
     cmd = [sys.executable, str(ROOT / "api_server.py"), "--host", "127.0.0.1", "--port", str(port),
            "--model-path", str(checkpoint / "model"), "--audio-tokenizer-path", str(checkpoint / "audio_tokenizer"),
-           "--device", device, "--log-file", str(log_dir / "api_server.log"),
-           "--voice-prompts-dir", str(EXAMPLES / "voice_prompts"),
-           "--scene-prompts-dir", str(EXAMPLES / "scene_prompts"), *extra]
+           "--device", device, "--log-file", str(log_dir / "api_server.log")]
+    if examples:
+        cmd += ["--voice-prompts-dir", str(EXAMPLES / "voice_prompts"), "--scene-prompts-dir",
+                str(EXAMPLES / "scene_prompts")]
+    cmd += extra
     full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "PROMETHEUS_MULTIPROC_DIR": str(log_dir / "metrics"),
                 **(env or {})}
     # stderr goes to a file: an unread pipe fills up after 64 KB of log lines and then blocks the server.

@@ -18,9 +18,28 @@ from helpers import decode_audio
 
 @pytest.fixture(scope="module")
 def server(tiny_checkpoint, tmp_path_factory):
-    srv = start_server(tiny_checkpoint, tmp_path_factory.mktemp("newcomer"), "--max-new-tokens", "400")
+    """Started from a directory of its own with the spec's default voice and scene directories."""
+    srv = start_server(tiny_checkpoint, tmp_path_factory.mktemp("newcomer"), "--max-new-tokens", "400",
+                       examples=False)
     yield srv
     srv.stop()
+
+
+def test_started_from_another_directory_the_server_lists_the_example_voices(server):
+    """`cd /srv && python /opt/higgs-audio-server/api_server.py`: the spec's relative defaults are found in the
+    project's directory, and the log says where and how many."""
+    assert server.log_dir != ROOT and not (server.log_dir / "examples").exists()
+    voices = get_json(server.url, "/voices")["voices"]
+    assert [v["name"] for v in voices] == sorted(p.stem for p in (EXAMPLES / "voice_prompts").glob("*.wav"))
+    assert voices[0]["file"] == str(EXAMPLES / "voice_prompts" / f"{voices[0]['name']}.wav")
+    scenes = get_json(server.url, "/scenes")["scenes"]
+    assert [s["name"] for s in scenes] == sorted(p.stem for p in (EXAMPLES / "scene_prompts").glob("*.txt"))
+    log = server.log()
+    assert f"voices from {EXAMPLES / 'voice_prompts'}: {len(voices)} (and " in log
+    assert f"scenes from {EXAMPLES / 'scene_prompts'}: {len(scenes)}" in log
+    r = requests.post(f"{server.url}/generate", json={"text": "Hi.", "ref_audio": "belinda", "max_new_tokens": 20,
+                                                      "scene_prompt": "concert_hall"}, timeout=60)
+    assert r.status_code == 200, r.text
 
 
 def test_the_test_client_times_the_first_audio_before_the_stream_ends(server):
