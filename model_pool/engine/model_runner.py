@@ -23,6 +23,16 @@ from .slot_cache import SlotCache, decode_step
 NOISE_AHEAD = 16  # decode steps of noise drawn at once per row (one op per row per block)
 
 
+def slot_buckets(slots: int) -> tuple[int, ...]:
+    """The slot counts the compiled step runs: powers of two from 2, ending with every slot (one graph, the slot
+    count symbolic; a size of 1 would be specialised, so the smallest is 2)."""
+    buckets, size = [], 2
+    while size < slots:
+        buckets.append(size)
+        size *= 2
+    return (*buckets, slots)
+
+
 class Report:
     """One step's report [slots, codebooks + 3] on its way to the host."""
 
@@ -76,6 +86,7 @@ class ModelRunner:
         for tensor in (self.codes, self.logits):
             torch._dynamo.mark_static_address(tensor)
         self.transfer = HostTransfer(device, slots, K + 3, counters)
+        self.slot_buckets = slot_buckets(slots)
         self._step = self._make_step(compile)
 
     # ---- joining -------------------------------------------------------------------------------------------
@@ -109,38 +120,44 @@ class ModelRunner:
     def step(self, longest: int, highest_slot: int) -> Report:
         """Launch one decode step for the decoding slots (`longest`: the most tokens any of them will hold)."""
         window = self.cache.window(longest)
-        # The compiled graph always runs every slot; eager runs up to the highest occupied one.
-        used = self.slots if self.compiled else highest_slot + 1
-        return self.transfer.start(self._step(self.codes, self.logits, window, used))
+        # Slots past the highest occupied one: eager runs none of them. The compiled graph runs every slot through
+        # the linear layers (fixed shapes: a row's codes never depend on how many rows there are, and reading the
+        # weights costs the same for 2 rows as for 64) but attends only up to the smallest slot bucket that holds
+        # the highest occupied slot (an idle slot would cost its whole window's keys and values every step).
+        used = next(b for b in self.slot_buckets if b > highest_slot) if self.compiled else highest_slot + 1
+        return self.transfer.start(self._step(self.codes, self.logits, window, self.cache.rows[:used]))
 
-    def _fused(self, codes: torch.Tensor, logits: torch.Tensor, window: torch.Tensor, slots: int) -> torch.Tensor:
-        """Select the codes from the last logits, feed them through the model, keep the new logits; the report."""
+    def _fused(self, codes: torch.Tensor, logits: torch.Tensor, window: torch.Tensor, rows: torch.Tensor
+               ) -> torch.Tensor:
+        """Select the codes from the last logits, feed them through the model, keep the new logits; the report.
+        Attention runs over the first `rows.shape[0]` slots (a symbolic size when compiled); the rest runs over
+        every slot when compiled, over those same slots when eager."""
+        attend = rows.shape[0]
+        slots = self.slots if self.compiled else attend
         selection = self.sampler.advance(slots, logits[:slots])
         codes[:slots].copy_(selection.codes)
-        new = decode_step(self.model, self.cache, codes, window, slots)
+        new = decode_step(self.model, self.cache, codes, window, slots, attend)
         logits[:slots].copy_(new.view(slots, *logits.shape[1:]))
         return selection.report
 
     def _make_step(self, compile: bool):
         if not compile:
             return self._fused
-        slots = self.slots
-
-        def whole(codes, logits, window):
-            return self._fused(codes, logits, window, slots)
-
         mode = "reduce-overhead" if self.device.type == "cuda" else None
-        compiled = torch.compile(whole, mode=mode, fullgraph=True)
-        return lambda codes, logits, window, used: compiled(codes, logits, window)
+        return torch.compile(self._fused, mode=mode, fullgraph=True)
 
     def warm_up(self) -> None:
         """Run (and, with compile, compile and capture) the step for every window size before the first request,
         with every slot empty: no request pays for a first call."""
         with torch.inference_mode():
-            for size in self.cache.buckets:
-                window = self.cache.columns[:size]
-                if self.compiled:
-                    torch._dynamo.mark_dynamic(window, 0)
-                for _ in range(3 if self.compiled else 1):
-                    self._step(self.codes, self.logits, window, self.slots)
+            for used in self.slot_buckets if self.compiled else (self.slots,):
+                rows = self.cache.rows[:used]
+                if self.compiled and len(self.slot_buckets) > 1:
+                    torch._dynamo.mark_dynamic(rows, 0, min=2, max=self.slots)
+                for size in self.cache.buckets:
+                    window = self.cache.columns[:size]
+                    if self.compiled:
+                        torch._dynamo.mark_dynamic(window, 0)
+                    for _ in range(3 if self.compiled else 1):
+                        self._step(self.codes, self.logits, window, rows)
             self.reset()

@@ -253,10 +253,11 @@ class BatchSampler:
         """Temperature, top-k, top-p, then argmax(p / q); greedy rows keep their argmax. Marks non-finite rows."""
         K = self.K
         scores = x / self.temperature[rows].view(-1, 1, 1)
-        if use_top_k:
-            k = (self.top_k[rows].clamp(1, self.V) - 1).view(-1, 1, 1).expand(-1, K, 1)
-            kth = scores.sort(dim=-1, descending=True).values.gather(-1, k)
-            scores = scores.masked_fill(scores < kth, NEG_INF)
+        if use_top_k:  # exactly k codes: the best, ties to the lowest code (as argmax), so top-k = 1 is greedy
+            order = scores.sort(dim=-1, descending=True, stable=True).indices
+            beyond = self._vocab.view(1, 1, -1) >= self.top_k[rows].clamp(1, self.V).view(-1, 1, 1)
+            scores = scores.masked_fill(beyond.expand_as(scores).scatter(-1, order, beyond.expand_as(scores)),
+                                        NEG_INF)
         if use_top_p:
             ordered, order = scores.sort(dim=-1)
             cumulative = ordered.softmax(dim=-1).cumsum(dim=-1)

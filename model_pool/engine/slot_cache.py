@@ -87,8 +87,8 @@ class SlotCache:
             values.zero_()
 
 
-def decode_step(model, cache: SlotCache, codes: torch.Tensor, window: torch.Tensor, slots: int | None = None
-                ) -> torch.Tensor:
+def decode_step(model, cache: SlotCache, codes: torch.Tensor, window: torch.Tensor, slots: int | None = None,
+                attend: int | None = None) -> torch.Tensor:
     """One decode step for the first `slots` slots (all by default): codes [slots, codebooks] -> logits
     [slots, codebooks * codebook size].
 
@@ -96,11 +96,14 @@ def decode_step(model, cache: SlotCache, codes: torch.Tensor, window: torch.Tens
     within `window`; active slots then advance by one. Inactive slots compute garbage that nobody reads (their
     write lands on the spare column). The compiled step always runs every slot (one
     graph); the eager step runs only up to the highest occupied slot, which matters where each row costs compute
-    (a CPU), not where a step is bound by reading the weights (a GPU)."""
+    (a CPU), not where a step is bound by reading the weights (a GPU). Attention runs over the first `attend` slots
+    only (all by default): the others' outputs are zeros nobody reads, and their keys and values are not read.
+    Each row's attention is its own, so a row's values do not depend on `attend`."""
     from transformers.models.higgs_audio_v2.modeling_higgs_audio_v2 import apply_rotary_pos_emb
 
     inner = model.model
     slots = cache.slots if slots is None else slots
+    attend = slots if attend is None else attend
     lengths, active, rows = cache.lengths[:slots], cache.active[:slots], cache.rows[:slots]
     codes = codes[:slots]
     hidden = inner.embed_audio_tokens(codes.unsqueeze(1))  # [slots, 1, hidden]
@@ -119,8 +122,10 @@ def decode_step(model, cache: SlotCache, codes: torch.Tensor, window: torch.Tens
         keys[rows, :, lengths] = k[:, :, 0]
         values[rows, :, lengths] = v[:, :, 0]
         grouped = q.reshape(slots, cache.kv_heads, -1, attn.head_dim)  # the heads sharing a K/V head, as rows
-        out = F.scaled_dot_product_attention(grouped, keys[:, :, :span], values[:, :, :span], attn_mask=visible,
-                                             scale=attn.scaling)
+        out = F.scaled_dot_product_attention(grouped[:attend], keys[:attend, :, :span], values[:attend, :, :span],
+                                             attn_mask=visible[:attend], scale=attn.scaling)
+        if attend is not slots:  # compiled: a symbolic size (comparing it would specialise it)
+            out = grouped.new_zeros(grouped.shape).slice_scatter(out, 0, 0, attend)
         hidden = residual + attn.o_proj(out.reshape(slots, 1, -1))
         hidden = hidden + layer.audio_mlp(layer.audio_post_attention_layernorm(hidden))
     logits = model.audio_lm_head(inner.norm(hidden))[:, 0]
