@@ -34,6 +34,7 @@ class Runtime:
             max_speakers=settings.max_speakers,
             max_request_steps=settings.max_request_steps,
             device=settings.device,
+            guard=settings.guard,
         )
 
     def _build_pool(self):
@@ -50,6 +51,7 @@ class Runtime:
             max_waiting=s.max_queue or None,
             max_batch_size=s.max_batch_size,
             compile=s.compile,
+            quantization=s.quantization,
             context_tokens=s.max_context_tokens,
             prefill_chunk=s.prefill_chunk or None,
             cpu_threads=s.cpu_threads or split_cpu_threads(s.instances_per_device * max(1, s.workers)),

@@ -98,6 +98,9 @@ class GenerateSchema(ma.Schema):
     chunk_max_word_num = WholeNumber(load_default=_REQUEST.chunk_max_word_num, validate=validate.Range(1, 10000))
     chunk_max_num_turns = WholeNumber(load_default=_REQUEST.chunk_max_num_turns, validate=validate.Range(1, 1000))
     generation_chunk_buffer_size = WholeNumber(load_default=_REQUEST.generation_chunk_buffer_size, allow_none=True, validate=validate.Range(0, 1000))
+    runaway_guard = Flag(load_default=_SAMPLING.runaway_guard,
+                         metadata={"description": "false: no runaway guard for this request (a generation that stops "
+                                                  "speaking then runs on to max_new_tokens); see finish_reason"})
 
 
 class GenerateFileSchema(GenerateSchema):
@@ -282,6 +285,12 @@ class GenerateResponseSchema(ma.Schema):
                                                                    "request gave none; null for greedy requests, "
                                                                    "which repeat without one): send it back to "
                                                                    "reproduce this audio"})
+    finish_reason = fields.String(metadata={"description": "how the generation ended: stop (the model ended it), "
+                                                           "length (max_new_tokens), runaway (the runaway guard "
+                                                           "ended it: runaway_reason says why)"})
+    runaway_reason = fields.String(allow_none=True, metadata={"description": "repetition, silence or text_budget "
+                                                                             "when finish_reason is runaway, else "
+                                                                             "null"})
 
 
 class VoiceSchema(ma.Schema):
@@ -318,6 +327,10 @@ class InfoSchema(ma.Schema):
     is_loaded = fields.Boolean()
     load_error = fields.String(allow_none=True)
     max_new_tokens = fields.Integer()
+    runaway_guard = fields.Dict(metadata={"description": "the runaway guard's settings and figures "
+                                                         "(docs/operations.md, Runaway guard)"})
+    quantization = fields.String(metadata={"description": "--quantization: none, int8, fp8 or int4 (the bytes the "
+                                                          "weights take: pool.weights, once loaded)"})
     supported_features = fields.List(fields.String())
     pool = fields.Dict()
 
@@ -339,6 +352,7 @@ def to_generation_request(args: dict, server_max_new_tokens: int, clip: Referenc
             ras_win_len=args["ras_win_len"],
             ras_win_max_num_repeat=args["ras_win_max_num_repeat"],
             max_new_tokens=args["max_new_tokens"] or server_max_new_tokens,
+            runaway_guard=args.get("runaway_guard", True),
             first_chunk_frames=args.get("initial_codec_chunk_frames"),
         ),
         chunk_method=args["chunk_method"],

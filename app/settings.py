@@ -12,7 +12,6 @@ from dataclasses import dataclass, fields
 
 from model_pool.defaults import (
     DEFAULT_AUDIO_TOKENIZER,
-    DEFAULT_MAX_BATCH_SIZE,
     DEFAULT_MAX_CONTEXT_TOKENS,
     DEFAULT_MAX_NEW_TOKENS,
     DEFAULT_MAX_REQUEST_STEPS,
@@ -20,13 +19,20 @@ from model_pool.defaults import (
     DEFAULT_MODEL,
     DEFAULT_PREFILL_CHUNK,
     DEFAULT_QUEUE_TIMEOUT,
+    DEFAULT_RUNAWAY_REPETITION_S,
+    DEFAULT_RUNAWAY_SILENCE_DB,
+    DEFAULT_RUNAWAY_SILENCE_S,
+    DEFAULT_RUNAWAY_TEXT_BUDGET,
     MAX_REFERENCE_SECONDS,
     MAX_SPEAKERS,
+    QUANTIZATIONS,
 )
+from model_pool.guard import GuardSettings
 
 ENV_PREFIX = "HIGGS_"
 # HIGGS_* variables that are not settings but are known (not misspelt): what reads them.
-OTHER_VARIABLES = {"HIGGS_TEST_DEVICE": "the device the engine tests run on (make gpu-check)"}
+OTHER_VARIABLES = {"HIGGS_TEST_DEVICE": "the device the engine tests run on (make gpu-check)",
+                   "HIGGS_TEST_DTYPE": "the tiny model's dtype in the tests (bfloat16 rehearses a GPU's numerics)"}
 
 
 @dataclass
@@ -41,10 +47,13 @@ class Settings:
     scene_prompts_dir: str = "examples/scene_prompts"
     instances_per_device: int = 1
     cpu_threads: int = 0  # torch threads per instance on CPU; 0: the cores, less one, split between instances
-    max_batch_size: int = DEFAULT_MAX_BATCH_SIZE  # requests one instance decodes together; 1 turns batching off
+    # Requests one instance decodes together: 0, as many as the memory plan fits (at most 64 on a GPU, 8 elsewhere:
+    # defaults.AUTO_MAX_SLOTS); N, at most N; 1 turns batching off.
+    max_batch_size: int = 0
     max_context_tokens: int = DEFAULT_MAX_CONTEXT_TOKENS  # a request's prompt + max_new_tokens (KV cache per slot)
     prefill_chunk: int = DEFAULT_PREFILL_CHUNK  # prompt tokens prefilled between decode steps; 0: whole prompts
     compile: str = "auto"  # torch.compile of the decode step (CUDA graphs on GPUs): auto = on for CUDA, off for CPU
+    quantization: str = "none"  # the backbone's linear weights: none, int8, fp8 (GPUs), int4 (GPUs)
     workers: int = 1
     threads: int = 0  # 0: enough for the pool plus health checks (see gunicorn.conf.py)
     queue_timeout: float = DEFAULT_QUEUE_TIMEOUT  # seconds a request waits for a free model instance
@@ -71,14 +80,33 @@ class Settings:
     allow_ref_audio_urls: bool = False  # fetch a ref_audio given as an http(s) URL (the server makes the request)
     voice_aliases: str = ""  # "alloy=belinda,echo=en_man": names (OpenAI's, say) that clone a library voice
     forwarded_allow_ips: str = "127.0.0.1,::1"  # proxies whose X-Forwarded-* headers gunicorn trusts
+    # The runaway guard (docs/operations.md, Runaway guard): a generation that stopped speaking ends. 0 turns one
+    # detector off; runaway_guard off turns them all off (a request can too: "runaway_guard": false).
+    runaway_guard: bool = True
+    runaway_repetition_s: float = DEFAULT_RUNAWAY_REPETITION_S  # the same frame or a short cycle this long
+    runaway_silence_s: float = DEFAULT_RUNAWAY_SILENCE_S  # silence after speech this long
+    runaway_silence_db: float = DEFAULT_RUNAWAY_SILENCE_DB  # below this level (dBFS, RMS of 40 ms) is silence
+    runaway_text_budget: float = DEFAULT_RUNAWAY_TEXT_BUDGET  # audio per chunk: this multiple of the text's length
 
     def __post_init__(self):
         parse_aliases(self.voice_aliases)  # refuse a malformed list at start-up, not at the first request
+        try:
+            self.guard  # noqa: B018 - the runaway guard's settings are checked at start-up too
+        except ValueError as exc:
+            raise SystemExit(f"invalid runaway guard setting ({ENV_PREFIX}RUNAWAY_*): {exc}") from None
         mode = str(self.compile).strip().lower()
         aliases = {"1": "on", "true": "on", "yes": "on", "0": "off", "false": "off", "no": "off"}
         self.compile = aliases.get(mode, mode)
         if self.compile not in ("auto", "on", "off"):
             raise SystemExit(f"invalid value for {ENV_PREFIX}COMPILE: {mode!r} (expected auto, on or off)")
+        quantization = str(self.quantization).strip().lower()
+        self.quantization = "none" if quantization in ("", "off") else quantization
+        if self.quantization not in QUANTIZATIONS:
+            raise SystemExit(f"invalid value for {ENV_PREFIX}QUANTIZATION: {quantization!r} (expected "
+                             f"{', '.join(QUANTIZATIONS)})")
+        if self.max_batch_size < 0:
+            raise SystemExit(f"invalid value for {ENV_PREFIX}MAX_BATCH_SIZE: {self.max_batch_size} (expected 0, as "
+                             "many as fit, or a number of slots)")
 
     @classmethod
     def from_env(cls, environ=None, overrides: dict | None = None) -> Settings:
@@ -116,6 +144,12 @@ class Settings:
     def aliases(self) -> dict[str, str]:
         """voice_aliases as {alias: voice}, names compared as written (OpenAI's are lower case)."""
         return parse_aliases(self.voice_aliases)
+
+    @property
+    def guard(self) -> GuardSettings:
+        """The runaway guard's settings, as the service takes them."""
+        return GuardSettings(self.runaway_guard, self.runaway_repetition_s, self.runaway_silence_s,
+                             self.runaway_silence_db, self.runaway_text_budget)
 
     @property
     def max_upload_bytes(self) -> int:

@@ -25,6 +25,7 @@ import time
 from dataclasses import dataclass
 
 from model_pool.errors import HiggsError, UnknownVoice
+from model_pool.guard import finish_fields
 from model_pool.lifecycle import Generation, Watch
 from model_pool.request import SAMPLE_RATE
 from model_pool.sentences import SentenceSplitter
@@ -295,7 +296,8 @@ class RealtimeSession:
                         break
                 elif item.kind == "done":
                     if send_audio(encoder.finish()):
-                        self._send_if(epoch, event("audio.done", **ids, total_bytes=total, error=False))
+                        self._send_if(epoch, event("audio.done", **ids, total_bytes=total, error=False,
+                                                   **finish_fields(handle.stats)))
                 elif item.kind == "error":
                     error = item.error
                     message = error.message if isinstance(error, HiggsError) else "internal server error"

@@ -44,6 +44,8 @@ def info():
         "is_loaded": status["pool"] is not None,
         "load_error": status["load_error"],
         "max_new_tokens": rt.settings.max_new_tokens,
+        "runaway_guard": rt.settings.guard.describe(),
+        "quantization": rt.settings.quantization,
         "supported_features": SUPPORTED_FEATURES,
         "pool": status["pool"] or {"state": status["state"]},
     }

@@ -24,7 +24,7 @@ from ..errors import StreamAborted, UnknownModel
 from ..runtime import runtime
 from .encoder import StreamEncoder
 from .jobs import start_job
-from .responses import client_watch, seed_header, stream_response
+from .responses import client_watch, finish_headers, seed_header, stream_response
 from .speaker import resolve_speaker
 from .sse import speech_events
 from .voices import voice_hint
@@ -109,7 +109,8 @@ def speech(args: dict) -> Response:
     if not args["stream"]:
         encoder.push(collect(events))  # every failure until the file is whole is a JSON error with its status
         return Response(encoder.finish(), mimetype=encoder.mime,
-                        headers={"X-Request-ID": job.request_id, **seed_header(job.seed)})
+                        headers={"X-Request-ID": job.request_id, **seed_header(job.seed),
+                                 **finish_headers(handle.stats)})
     if args["stream_format"] == "sse":
         return stream_response(speech_events(job, events, handle.stats, encoder), "text/event-stream", handle,
                                job.seed)
