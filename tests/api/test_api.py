@@ -94,7 +94,7 @@ def test_bad_bodies_name_the_field(client, path, body, status, field):
 
 @pytest.mark.parametrize("raw, status", [("{bad json", 400), ("[1, 2]", 422), ("null", 422)])
 def test_malformed_json_is_a_4xx(client, raw, status):
-    """Not JSON is a 400 (as the README says); JSON of the wrong shape fails the schema, a 422."""
+    """Not JSON is a 400 (as docs/api.md says); JSON of the wrong shape fails the schema, a 422."""
     r = client.post("/generate", data=raw, content_type="application/json")
     assert r.status_code == status and r.json["success"] is False
 

@@ -4,7 +4,6 @@ file parts and types, complete files for tools that read whole files, names that
 from __future__ import annotations
 
 import io
-import json
 import re
 import struct
 import wave
@@ -14,7 +13,7 @@ import pytest
 import soundfile as sf
 
 from app.docs_ui import ASSETS_PATH, VERSION
-from helpers import ROOT, decode_audio, make_app, parse_sse
+from helpers import decode_audio, make_app
 
 GREEDY = {"temperature": 0, "max_new_tokens": 40, "seed": 3}
 SPEECH = {"model": "higgs-audio-v2", "input": "Hello from a file.", "voice": "belinda", **GREEDY}
@@ -155,11 +154,11 @@ def test_a_streamed_wav_reads_whole_with_soundfile_and_wave(client):
     samples, _ = sf.read(io.BytesIO(data), dtype="int16")
     assert np.array_equal(samples, pcm)
     with wave.open(io.BytesIO(data)) as w:
-        assert w.getnframes() == 2147483647  # what wave makes of "unknown": the README says so
+        assert w.getnframes() == 2147483647  # what wave makes of "unknown": docs/api.md says so
         assert np.array_equal(np.frombuffer(w.readframes(w.getnframes()), "<i2"), pcm)
 
 
-def test_a_streamed_flac_reads_with_pyav_as_the_readme_says(client):
+def test_a_streamed_flac_reads_with_pyav_as_the_api_docs_say(client):
     pcm = _pcm(client)
     data = speech(client, {**SPEECH, "response_format": "flac"}).data
     rate, seconds = decode_audio(data, "flac")
@@ -186,16 +185,3 @@ def test_info_shows_the_device_and_a_random_checkpoint(tmp_path, engine, tiny_ch
     tiny = make_app(tmp_path / "b", engine, model_path=str(tiny_checkpoint / "model")).test_client()
     assert tiny.get("/info").json["random_weights"] is True
 
-
-def test_the_readme_shows_sse_events_as_the_server_writes_them(client):
-    """The README's example lines are JSON formatted like the server's (spaces after ':' and ',')."""
-    readme = (ROOT / "README.md").read_text()
-    block = readme[readme.index("event: start"):]
-    shown = [line[len("data: "):] for line in block[:block.index("```")].splitlines() if line.startswith("data: ")]
-    sent = client.post("/generate-stream", json={"text": "Hi.", **GREEDY}, buffered=True).get_data(as_text=True)
-    sent_lines = [line[len("data: "):] for line in sent.splitlines() if line.startswith("data: ")]
-    assert len(shown) == 3 and sent_lines
-    for line in shown + sent_lines:
-        assert json.dumps(json.loads(line), ensure_ascii=False) == line
-    kinds = [name for name, _ in parse_sse(sent)]
-    assert [json.loads(line)["type"] for line in shown] == [kinds[0], "audio", kinds[-1]]

@@ -128,20 +128,6 @@ def test_a_limit_raised_and_lowered_through_the_environment(tiny_checkpoint, tmp
         lowered.stop()
 
 
-def test_every_setting_is_in_the_readme_table():
-    """Each HIGGS_* variable the server reads is documented (and nothing documented is missing from Settings)."""
-    import re
-    from dataclasses import fields
-
-    from app.settings import ENV_PREFIX, Settings
-
-    readme = (ROOT / "README.md").read_text()
-    documented = set(re.findall(r"`(HIGGS_[A-Z_]+)`", readme))
-    names = {ENV_PREFIX + f.name.upper() for f in fields(Settings)}
-    assert names <= documented, sorted(names - documented)
-    assert documented <= names, sorted(documented - names)
-
-
 def test_make_targets_name_files_that_exist():
     """`make demo` / `make tiny` must find their prerequisites (a moved file once broke `make demo`)."""
     for target in ("tiny", "demo", "gpu-check"):
