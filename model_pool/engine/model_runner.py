@@ -12,6 +12,9 @@ device runs this one.
 
 from __future__ import annotations
 
+import itertools
+import types
+
 import torch
 
 from ..defaults import MAX_RAS_WINDOW
@@ -21,6 +24,19 @@ from .sampling import BatchSampler
 from .slot_cache import SlotCache, decode_step
 
 NOISE_AHEAD = 16  # decode steps of noise drawn at once per row (one op per row per block)
+
+
+def _own_code(method):
+    """The bound method with a code object of its own. torch.compile caches graphs per code object: a second engine
+    instance (a pool of two, a test's engines) would otherwise be a recompile of the first one's graph, guarded on
+    the first one's buffers, made dynamic in every size that differs, and past the recompile limit left eager."""
+    fn = method.__func__
+    code = fn.__code__.replace(co_name=f"{fn.__name__}_{next(_INSTANCES)}")
+    return types.MethodType(types.FunctionType(code, fn.__globals__, code.co_name, fn.__defaults__,
+                                               fn.__closure__), method.__self__)
+
+
+_INSTANCES = itertools.count()
 
 
 def slot_buckets(slots: int) -> tuple[int, ...]:
@@ -144,7 +160,7 @@ class ModelRunner:
         if not compile:
             return self._fused
         mode = "reduce-overhead" if self.device.type == "cuda" else None
-        return torch.compile(self._fused, mode=mode, fullgraph=True)
+        return torch.compile(_own_code(self._fused), mode=mode, fullgraph=True)
 
     def warm_up(self) -> None:
         """Run (and, with compile, compile and capture) the step for every window size before the first request,
