@@ -23,13 +23,18 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def loaded(tiny_checkpoint):
-    """The tiny model on the CPU, or on HIGGS_TEST_DEVICE (make gpu-check runs the engine tests on cuda)."""
+    """The tiny model on the CPU, or on HIGGS_TEST_DEVICE (make gpu-check runs the engine tests on cuda). With
+    HIGGS_TEST_DTYPE=bfloat16 the model runs in bf16 where it is (a GPU's logits, rehearsed on the CPU: the tests
+    then compare codes as they do on a GPU, tests/unit/agreement.py)."""
     import torch
 
     from model_pool.engine.loader import load
 
     device = torch.device(os.environ.get("HIGGS_TEST_DEVICE", "cpu"))
-    return load(str(tiny_checkpoint / "model"), str(tiny_checkpoint / "audio_tokenizer"), device)
+    loaded = load(str(tiny_checkpoint / "model"), str(tiny_checkpoint / "audio_tokenizer"), device)
+    if os.environ.get("HIGGS_TEST_DTYPE"):
+        loaded.model.to(getattr(torch, os.environ["HIGGS_TEST_DTYPE"]))
+    return loaded
 
 
 @pytest.fixture(scope="session")

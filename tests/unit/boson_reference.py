@@ -2,7 +2,11 @@
 rewritten as the tests' reference: transformers' logits warpers, torch.multinomial on one torch.Generator(seed) in
 upstream's order (nothing at the stream-begin step, then one draw per step, and a RAS redraw from the same generator
 only for the codebooks it redraws), RAS over the last columns of the audio-out sequence (the prompt's assistant
-audio, then this generation's columns, every code counted), and upstream's delay-pattern / stream-end handling."""
+audio, then this generation's columns, every code counted), and upstream's delay-pattern / stream-end handling.
+
+The draws happen on the logits' device with a generator there (on a GPU, upstream's torch.multinomial draws from the
+GPU's generator), the bookkeeping on the CPU; `logits` keeps what each step selected from, for comparisons that
+judge a near-tie (agreement.py)."""
 
 from __future__ import annotations
 
@@ -31,7 +35,8 @@ class ReferenceRow:
 
     def __init__(self, params: SamplingParams, context: torch.Tensor | None = None):
         self.p = params
-        self.g = torch.Generator().manual_seed(params.seed)
+        self.g: torch.Generator | None = None  # made on the logits' device at the first draw, seeded with the seed
+        self.logits: dict[int, torch.Tensor] = {}  # step -> the logits it selected from (float32, on the CPU)
         self.audio_out = list(context) if context is not None else []
         self.columns: list[torch.Tensor] = []
         self.num_delay, self.remaining, self.finished = 0, None, False
@@ -46,25 +51,28 @@ class ReferenceRow:
             self.columns.append(codes)
             return codes
         x = logits.float().clone()
+        self.logits[t] = x.cpu()
         if t < p.min_new_tokens:
             x[:, EOS] = float("-inf")
         greedy = p.temperature < MIN_TEMPERATURE
         if greedy:
-            codes = x.argmax(-1)
+            codes = x.argmax(-1).cpu()
         else:
             scores = TemperatureLogitsWarper(p.temperature)(None, x)
             if p.top_k:
                 scores = TopKLogitsWarper(p.top_k)(None, scores)
             if p.top_p is not None and p.top_p < 1.0:
                 scores = TopPLogitsWarper(p.top_p)(None, scores)
-            codes = torch.multinomial(scores.softmax(-1), 1, generator=self.g).squeeze(1)
+            codes = torch.multinomial(scores.softmax(-1), 1, generator=self._generator(x.device)).squeeze(1).cpu()
         if p.ras_win_len:
             window = torch.stack(self.audio_out[-p.ras_win_len:], dim=1)  # [K, columns]
             rows = torch.nonzero((window == codes.unsqueeze(1)).sum(dim=1) >= p.ras_win_max_num_repeat).squeeze(1)
             if len(rows):
                 self.redraws.append((t, rows.tolist()))
                 self.candidates[t] = codes.clone()
-            codes[rows] = x[rows].softmax(-1).multinomial(1, replacement=True, generator=self.g).squeeze(1)
+            redrawn = x[rows.to(x.device)].softmax(-1).multinomial(1, replacement=True,
+                                                                   generator=self._generator(x.device))
+            codes[rows] = redrawn.squeeze(1).cpu()
         if self.num_delay + 1 < K:
             codes[self.num_delay + 1:] = BOS
             self.num_delay += 1
@@ -84,6 +92,12 @@ class ReferenceRow:
         if t + 1 >= p.max_new_tokens:
             self.finished = True
         return codes
+
+    def _generator(self, device: torch.device) -> torch.Generator:
+        if self.g is None:
+            self.g = torch.Generator(device=device)
+            self.g.manual_seed(self.p.seed)
+        return self.g
 
     def frames(self) -> torch.Tensor:
         """What upstream keeps: the delay pattern reverted, the first and last frames dropped, codes clipped."""

@@ -28,8 +28,10 @@ def test_unknown_variables_are_named_with_the_closest_setting():
 
 def test_the_server_warns_at_start_up(tmp_path):
     """In a process of its own, as a server starts: the warning reaches stderr and the log file."""
+    # PYTHONPATH extended, not replaced: `make gpu-check` finds the server's packages through it (pip --target)
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
     env = {**os.environ, "HIGGS_MAX_TEXT_CHAR": "10", "HIGGS_LOG_FILE": str(tmp_path / "api_server.log"),
-           "HIGGS_MODEL_PATH": str(tmp_path / "missing"), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+           "HIGGS_MODEL_PATH": str(tmp_path / "missing"), "HF_HUB_OFFLINE": "1", "PYTHONPATH": path}
     done = subprocess.run([sys.executable, "-c", "from app import create_app; create_app()"], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
