@@ -61,19 +61,18 @@ BENCH_ARGS ?= --size small --compile
 bench: $(VENV)/.installed
 	HF_HUB_OFFLINE=1 $(PY) -m bench $(BENCH_ARGS)
 
-# On a GPU machine (no package registry there): bench/gpu_check.sh sets itself up from .whl/, runs the device
-# tests, the GPU probe and the benchmark, and writes gpu_check_out/ (README, Performance).
+# On a GPU machine (no package registry there), from the project root with .whl/ carried along: the device tests,
+# the full-size checkpoint, the GPU probe and the server through HTTP at 1-64 streams, in one call of at most 6
+# minutes; gpu_check_out/ holds gpu_check.json, summary.txt and the logs (docs/performance.md). Without CUDA it is a
+# dry run up to each stage's first CUDA call (CI runs it); DEVICE=cpu rehearses it on a tiny checkpoint.
 gpu-check:
 	bash bench/gpu_check.sh
 
-# On a machine with the registry: the wheels the GPU image lacks (Python 3.12), into the git-ignored .whl/.
-GPU_WHEELS = transformers==5.23.0 tokenizers==0.23.3 flask==3.1.3 werkzeug==3.1.9 flask-cors==6.0.5 \
-	flask-smorest==0.46.2 marshmallow==4.4.0 webargs==8.7.1 apispec==6.10.1 gunicorn==23.0.0 itsdangerous==2.2.0 \
-	blinker==1.9.0 soundfile==0.13.1 cffi==2.1.1 pycparser==3.12 av==18.1.0 soxr==1.1.0
+# Where the package registry is: .whl/site.tar.xz (git-ignored), what requirements.txt and the check's own imports
+# need beyond the GPU image (bench/gpu_image.txt), derived by bench/gpu_wheels.py: `python -m bench.gpu_wheels`
+# lists it, and why each package is carried or not.
 gpu-wheels: $(VENV)/.installed
-	$(PY) -m pip download --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
-		--platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
-		-d .whl $(GPU_WHEELS)
+	$(PY) -m bench.gpu_wheels --download .whl
 
 voices: $(VENV)/.installed
 	$(PY) examples/make_voice_prompts.py
