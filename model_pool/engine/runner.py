@@ -93,7 +93,8 @@ class BatchRunner:
     # ---- request side ----------------------------------------------------------------------------------
     def submit(self, prompt, params: SamplingParams, cancel: threading.Event | None = None) -> Iterator[Step]:
         """The prompt must fit the context with its max_new_tokens (the service measures it before any work)."""
-        row = Row(prompt, int(prompt.input_ids.shape[0]), params, cancel, row_generator(params, prompt, self.device))
+        row = Row(prompt, int(prompt.input_ids.shape[0]), params, cancel, row_generator(params, prompt, self.device),
+                  params.max_new_tokens)
         self.scheduler.add(row)
         with self._thread_lock:
             if self._thread is None or not self._thread.is_alive():

@@ -27,6 +27,7 @@ class Row:
     params: object  # SamplingParams
     cancel: threading.Event | None
     random: object  # sampling.RowRandom: the row's generators and its RAS context
+    max_steps: int  # its max_new_tokens: the device finishes it at that step whatever it samples
     out: queue.SimpleQueue = field(default_factory=queue.SimpleQueue)
     abandoned: threading.Event = field(default_factory=threading.Event)
     slot: int | None = None
@@ -60,6 +61,8 @@ class Piece:
 class Schedule:
     pieces: list[Piece]  # prompt pieces to prefill, in arrival order
     decode: list[Row]  # rows in this iteration's decode step (rows whose prompt completes now included)
+    # A row whose last step was launched is not run again while its report is on the way (its slot has no column
+    # for another step when its prompt and max_new_tokens fill the context).
 
     @property
     def joins(self) -> list[Row]:
@@ -97,8 +100,8 @@ class Scheduler:
 
     def schedule(self) -> Schedule:
         with self.lock:
-            decoding = [r for r in self.slots if r is not None and r.decoding]
-            pieces = self._pieces(bool(decoding))
+            decoding = [r for r in self.slots if r is not None and r.decoding and r.launched < r.max_steps]
+            pieces = self._pieces(any(r is not None and r.decoding for r in self.slots))
         return Schedule(pieces, decoding + [p.row for p in pieces if p.completes])
 
     def _pieces(self, busy: bool) -> list[Piece]:

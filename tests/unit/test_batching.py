@@ -7,7 +7,7 @@ import threading
 import pytest
 import torch
 
-from helpers import TEXTS, run, run_together
+from helpers import TEXTS, msgs, run, run_together
 from model_pool.engine import HiggsEngine
 from model_pool.engine.voice_cache import VoiceCache
 from model_pool.request import SamplingParams
@@ -89,3 +89,15 @@ def test_batch_size_one_serialises(loaded):
     jobs = [(text, SamplingParams(temperature=0, max_new_tokens=20)) for text in TEXTS[:3]]
     run_together(engine, jobs)
     assert engine.runner.counters.max_rows == 1
+
+
+def test_a_row_that_fills_its_context_exactly_runs_to_the_end(loaded):
+    """prompt + max_new_tokens == the context is allowed (service.fits): the step launched while the last report is
+    on its way to the host must not give such a row a column it does not have."""
+    probe = HiggsEngine(loaded, VoiceCache(), name="probe", max_batch_size=1)
+    tokens = probe.encode_prompt(msgs(TEXTS[0])).input_ids.shape[0]
+    full = HiggsEngine(loaded, VoiceCache(), name="full", max_batch_size=2, context_tokens=tokens + 40)
+    params = SamplingParams(temperature=0, max_new_tokens=40)
+    assert run(full, TEXTS[0], params).shape == (32, 8)
+    together = run_together(full, [(TEXTS[0], params), (TEXTS[2], SamplingParams(temperature=0, max_new_tokens=30))])
+    assert [f.shape[0] for f in together] == [32, 22]
