@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import re
 import shutil
@@ -60,6 +61,29 @@ class Server:
     port: int
     proc: subprocess.Popen
     log_dir: Path
+    workers: int = 1
+
+    def wait_ready(self, ready_path: str = "/readyz", timeout: float = 120) -> Server:
+        """Wait until every worker has loaded the model; a server that never does is stopped."""
+        def ready():
+            if self.proc.poll() is not None:
+                return True
+            try:
+                return requests.get(f"{self.url}{ready_path}", timeout=2).status_code == 200
+            except requests.RequestException:
+                return False
+
+        try:
+            wait_until(ready, timeout, "the server to load the model")
+            if self.proc.poll() is not None:
+                raise AssertionError(f"server exited: {(self.log_dir / 'stderr.log').read_text()[-3000:]}")
+            # /readyz answers for whichever worker takes the connection: wait until every worker has loaded.
+            wait_until(lambda: self.log().count("models ready") >= self.workers, timeout,
+                       "every worker to load the model")
+        except BaseException:
+            self.stop(wait=False)  # a server that never became ready must not run beside the rest of the session
+            raise
+        return self
 
     def log(self) -> str:
         path = self.log_dir / "api_server.log"
@@ -69,20 +93,47 @@ class Server:
         children = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children")
         return [int(p) for p in children.read_text().split()] if children.exists() else []
 
-    def stop(self) -> None:
+    def stop(self, wait: bool = True) -> None:
+        """SIGTERM: gunicorn's graceful stop. wait=False (a fixture's teardown) returns at once: gunicorn's worker
+        takes 2-3 s to notice and unwind, which the next server's start overlaps; start_server, once it has launched
+        its own process, and the end of the session wait for (or kill) every server stopped this way."""
         if self.proc.poll() is None:
             self.proc.terminate()
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+            _STOPPING.append(self.proc)
+        if wait:
+            reap_stopped()
+
+
+_STOPPING: list[subprocess.Popen] = []  # servers told to stop whose exit nobody has waited for yet
+
+
+def reap_stopped(timeout: float = 60) -> None:
+    while _STOPPING:
+        proc = _STOPPING.pop()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+atexit.register(reap_stopped)
 
 
 def start_server(checkpoint: Path, log_dir: Path, *extra: str, env: dict | None = None,
                  ready_path: str = "/readyz", device: str = "cpu", timeout: float = 120,
                  examples: bool = True) -> Server:
-    """The server runs in log_dir (not the project's directory). examples: the shipped voice and scene directories
-    given explicitly; False: the server finds them itself, as `cd /srv && python .../api_server.py` does."""
+    """`python api_server.py` with the checkpoint, once it has loaded (launch_server, then wait_ready)."""
+    return launch_server(checkpoint, log_dir, *extra, env=env, device=device, examples=examples).wait_ready(
+        ready_path, timeout)
+
+
+def launch_server(checkpoint: Path, log_dir: Path, *extra: str, env: dict | None = None, device: str = "cpu",
+                  examples: bool = True) -> Server:
+    """The server's process, started: servers launched one after another load side by side (the second core is
+    otherwise idle while one starts). It runs in log_dir (not the project's directory). examples: the shipped voice
+    and scene directories given explicitly; False: the server finds them itself, as `cd /srv && python
+    .../api_server.py` does."""
     port = free_port()
     cmd = [sys.executable, str(ROOT / "api_server.py"), "--host", "127.0.0.1", "--port", str(port),
            "--model-path", str(checkpoint / "model"), "--audio-tokenizer-path", str(checkpoint / "audio_tokenizer"),
@@ -97,23 +148,9 @@ def start_server(checkpoint: Path, log_dir: Path, *extra: str, env: dict | None 
     stderr = open(log_dir / "stderr.log", "w")  # noqa: SIM115 - closed with the process
     proc = subprocess.Popen(cmd, cwd=log_dir, env=full_env, stdout=subprocess.DEVNULL, stderr=stderr)
     stderr.close()
-    server = Server(f"http://127.0.0.1:{port}", port, proc, log_dir)
-
-    def ready():
-        if proc.poll() is not None:
-            return True
-        try:
-            return requests.get(f"{server.url}{ready_path}", timeout=2).status_code == 200
-        except requests.RequestException:
-            return False
-
-    wait_until(ready, timeout, "the server to load the model")
-    if proc.poll() is not None:
-        raise AssertionError(f"server exited: {(log_dir / 'stderr.log').read_text()[-3000:]}")
-    # /readyz answers for whichever worker takes the connection: wait until every worker has loaded.
+    reap_stopped()  # while this one starts: no server still stopping once this one is ready
     workers = int(extra[extra.index("--workers") + 1]) if "--workers" in extra else 1
-    wait_until(lambda: server.log().count("models ready") >= workers, timeout, "every worker to load the model")
-    return server
+    return Server(f"http://127.0.0.1:{port}", port, proc, log_dir, workers)
 
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"

@@ -19,7 +19,7 @@ import pytest
 import requests
 import soundfile as sf
 
-from harness import Server, free_port, nginx_in_front, start_server, wait_until
+from harness import Server, free_port, launch_server, nginx_in_front, wait_until
 from helpers import EXAMPLES, ROOT, write_voice
 
 STREAM = {"text": "Through the proxy.", "temperature": 0, "max_new_tokens": 300}
@@ -31,14 +31,16 @@ def deployment(tiny_checkpoint, tmp_path_factory):
     shutil.copytree(EXAMPLES / "voice_prompts", shared, dirs_exist_ok=True)
     servers: list[Server] = []
     try:
-        for name in ("a", "b"):
-            servers.append(start_server(tiny_checkpoint, tmp_path_factory.mktemp(f"instance_{name}"),
-                                        "--voice-prompts-dir", str(shared), "--max-new-tokens", "600"))
+        for name in ("a", "b"):  # launched together: they load side by side
+            servers.append(launch_server(tiny_checkpoint, tmp_path_factory.mktemp(f"instance_{name}"),
+                                         "--voice-prompts-dir", str(shared), "--max-new-tokens", "600"))
+        for server in servers:
+            server.wait_ready()
         with nginx_in_front([s.port for s in servers], tmp_path_factory.mktemp("nginx")) as url:
             yield url, servers, shared
     finally:
         for server in servers:
-            server.stop()
+            server.stop(wait=False)
 
 
 def test_requests_reach_both_instances(deployment):

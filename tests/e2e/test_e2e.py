@@ -11,7 +11,7 @@ import openai
 import pytest
 import requests
 
-from harness import get_json, sse_events, start_server, wait_until
+from harness import get_json, launch_server, sse_events, start_server, wait_until
 from helpers import EXAMPLES, ROOT
 
 
@@ -19,7 +19,7 @@ from helpers import EXAMPLES, ROOT
 def server(tiny_checkpoint, tmp_path_factory):
     srv = start_server(tiny_checkpoint, tmp_path_factory.mktemp("e2e"), "--max-new-tokens", "1500")
     yield srv.url, srv.log_dir
-    srv.stop()
+    srv.stop(wait=False)
 
 
 def _info(url):
@@ -112,20 +112,19 @@ def test_a_limit_raised_and_lowered_through_the_environment(tiny_checkpoint, tmp
             "temperature": 0, "scene_prompt": ""}
     (tmp_path / "raised").mkdir()
     (tmp_path / "lowered").mkdir()
-    raised = start_server(tiny_checkpoint, tmp_path / "raised", env={"HIGGS_MAX_TEXT_CHARS": "30000"})
+    servers = [launch_server(tiny_checkpoint, tmp_path / "raised", env={"HIGGS_MAX_TEXT_CHARS": "30000"}),
+               launch_server(tiny_checkpoint, tmp_path / "lowered", env={"HIGGS_MAX_TEXT_CHARS": "12"})]
     try:
+        raised, lowered = (server.wait_ready() for server in servers)  # they load side by side
         r = requests.post(f"{raised.url}/generate", json=body, timeout=300)
         assert r.status_code == 200, r.text
-    finally:
-        raised.stop()
-    lowered = start_server(tiny_checkpoint, tmp_path / "lowered", env={"HIGGS_MAX_TEXT_CHARS": "12"})
-    try:
         assert requests.post(f"{lowered.url}/generate", json={"text": "Hello world.", "max_new_tokens": 9},
                              timeout=60).status_code == 200
         r = requests.post(f"{lowered.url}/generate", json={"text": "Hello worlds.", "max_new_tokens": 9}, timeout=60)
         assert r.status_code == 400 and r.json()["field"] == "text" and "limit is 12" in r.json()["message"]
     finally:
-        lowered.stop()
+        for server in servers:
+            server.stop(wait=False)
 
 
 def test_make_targets_name_files_that_exist():

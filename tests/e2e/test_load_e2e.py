@@ -14,25 +14,34 @@ import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from harness import get_json, sse_events, start_server, wait_until
+from harness import get_json, launch_server, sse_events, wait_until
 
 
 @pytest.fixture(scope="module")
-def single(tiny_checkpoint, tmp_path_factory):
+def servers(tiny_checkpoint, tmp_path_factory):
+    """Both servers, launched together: they load side by side."""
+    launched = {"single": launch_server(tiny_checkpoint, tmp_path_factory.mktemp("single"), "--threads", "40",
+                                        "--max-queue", "4", "--max-new-tokens", "32", "--queue-timeout", "30"),
+                "multi": launch_server(tiny_checkpoint, tmp_path_factory.mktemp("multi"), "--workers", "2",
+                                       "--threads", "32", "--max-queue", "30", "--max-new-tokens", "1500",
+                                       "--queue-timeout", "60")}
+    try:
+        yield {name: server.wait_ready() for name, server in launched.items()}
+    finally:
+        for server in launched.values():
+            server.stop(wait=False)
+
+
+@pytest.fixture(scope="module")
+def single(servers):
     """One worker, one instance, at most 4 waiting."""
-    srv = start_server(tiny_checkpoint, tmp_path_factory.mktemp("single"), "--threads", "40", "--max-queue", "4",
-                       "--max-new-tokens", "32", "--queue-timeout", "30")
-    yield srv
-    srv.stop()
+    return servers["single"]
 
 
 @pytest.fixture(scope="module")
-def multi(tiny_checkpoint, tmp_path_factory):
+def multi(servers):
     """Two workers, one instance each, room for many waiting streams."""
-    srv = start_server(tiny_checkpoint, tmp_path_factory.mktemp("multi"), "--workers", "2", "--threads", "32",
-                       "--max-queue", "30", "--max-new-tokens", "1500", "--queue-timeout", "60")
-    yield srv
-    srv.stop()
+    return servers["multi"]
 
 
 def metric(url: str, name: str) -> float:

@@ -22,7 +22,7 @@ def server(tiny_checkpoint, tmp_path_factory):
     srv = start_server(tiny_checkpoint, tmp_path_factory.mktemp("newcomer"), "--max-new-tokens", "400",
                        examples=False)
     yield srv
-    srv.stop()
+    srv.stop(wait=False)
 
 
 def test_started_from_another_directory_the_server_lists_the_example_voices(server):

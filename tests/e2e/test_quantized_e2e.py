@@ -27,7 +27,7 @@ def server(small_checkpoint, tmp_path_factory):
     srv = start_server(small_checkpoint, tmp_path_factory.mktemp("int8"), "--quantization", "int8",
                        "--max-new-tokens", "60")
     yield srv
-    srv.stop()
+    srv.stop(wait=False)
 
 
 def test_info_reports_int8_weights_in_at_most_55_percent_of_the_bytes(server, small_checkpoint):

@@ -26,7 +26,7 @@ def server(tiny_checkpoint, tmp_path_factory):
     srv = start_server(tiny_checkpoint, tmp_path_factory.mktemp("realtime"), "--max-new-tokens", "400",
                        "--voice-aliases", "alloy=belinda")
     yield srv
-    srv.stop()
+    srv.stop(wait=False)
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +36,7 @@ def guarded(tiny_checkpoint, tmp_path_factory):
                        "--api-key", "s3cret-key", "--cors-origins", "https://app.example", "--max-sessions", "2",
                        env={"HIGGS_SESSION_IDLE_TIMEOUT": "1", "HIGGS_MAX_MESSAGE_KB": "4"})
     yield srv
-    srv.stop()
+    srv.stop(wait=False)
 
 
 def ws_url(srv) -> str:

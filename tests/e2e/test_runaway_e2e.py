@@ -20,7 +20,7 @@ def stuck(tmp_path_factory):
     checkpoint = tiny.build(tmp_path_factory.mktemp("stuck-repetition"), stuck="repetition")
     srv = start_server(checkpoint, tmp_path_factory.mktemp("runaway"), "--max-new-tokens", "2048")
     yield srv
-    srv.stop()
+    srv.stop(wait=False)
 
 
 def test_a_stuck_realtime_sentence_ends_and_says_why(stuck):
