@@ -33,28 +33,31 @@ SAMPLES = """n => {
 }"""
 
 
+KEY = "playground-key"  # the API key of the session's keyed playground server (tests/e2e/conftest.py)
+
+
 def start_playground_server(tiny_checkpoint, directory, *extra, env=None):
-    """The real server with its own copy of the shipped voices: the tests add and delete voices."""
+    """The real server with its own copy of the shipped voices (`.voices`): the tests add and delete voices."""
     voices = directory / "voices"
     shutil.copytree(EXAMPLES / "voice_prompts", voices)
-    return start_server(tiny_checkpoint, directory, "--max-new-tokens", "600", "--voice-prompts-dir", str(voices),
-                        *extra, env=env)
+    srv = start_server(tiny_checkpoint, directory, "--max-new-tokens", "600", "--voice-prompts-dir", str(voices),
+                       *extra, env=env)
+    srv.voices = voices
+    return srv
 
 
-# The fixtures of every playground test file (each wraps these: `server = pytest.fixture(scope="module")(...)`):
-# a server per test file, one Chromium per file, a fresh profile per test.
-def playground_server(tiny_checkpoint, tmp_path_factory):
-    srv = start_playground_server(tiny_checkpoint, tmp_path_factory.mktemp("playground"))
-    srv.voices = srv.log_dir / "voices"
-    yield srv
-    srv.stop()
-
-
-def chromium():
+def launch_chromium():
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield browser
         browser.close()
+
+
+# The fixtures of every playground test file (each wraps these: `server = pytest.fixture(playground_server)`): the
+# session's playground server and Chromium (tests/e2e/conftest.py: each start costs seconds), a fresh browser
+# profile per test.
+def playground_server(playground):
+    return playground
 
 
 def playground_page(browser, server):

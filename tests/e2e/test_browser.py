@@ -14,7 +14,6 @@ from helpers import EXAMPLES, make_app, write_voice
 from pages import (
     INK,
     assert_drawn,
-    chromium,
     confine,
     drawn_take_showing,
     playground_page,
@@ -23,8 +22,7 @@ from pages import (
     wait_for_take,
 )
 
-server = pytest.fixture(scope="module")(playground_server)
-browser = pytest.fixture(scope="module")(chromium)
+server = pytest.fixture(playground_server)
 page = pytest.fixture(playground_page)
 
 

@@ -4,33 +4,25 @@ API key configured: the page loads, takes the key, and sends it."""
 from __future__ import annotations
 
 import pytest
-from playwright.sync_api import sync_playwright
 
-from harness import start_server
-from pages import CHROMIUM, CHROMIUM_ARGS, confine
-
-KEY = "docs-key"
-
-
-@pytest.fixture(scope="module")
-def server(tiny_checkpoint, tmp_path_factory):
-    srv = start_server(tiny_checkpoint, tmp_path_factory.mktemp("docs"), env={"HIGGS_API_KEY": KEY})
-    yield srv
-    srv.stop()
+from pages import KEY, confine
 
 
 @pytest.fixture
-def page(server):
+def server(keyed_playground):
+    return keyed_playground
+
+
+@pytest.fixture
+def page(browser, server):
     """A page that may reach only the server: anything else (a CDN) is refused and recorded."""
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        context = browser.new_context()
-        outside = confine(context, server.url)
-        page = context.new_page()
-        errors = []
-        page.on("pageerror", lambda exc: errors.append(str(exc)))
-        yield page
-        browser.close()
+    context = browser.new_context()
+    outside = confine(context, server.url)
+    page = context.new_page()
+    errors = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    yield page
+    context.close()
     assert outside == [] and errors == []
 
 

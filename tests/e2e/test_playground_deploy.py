@@ -7,21 +7,14 @@ from __future__ import annotations
 import pytest
 
 from harness import nginx_in_front
-from pages import assert_drawn, chromium, confine, start_playground_server, take, wait_for_take
-
-KEY = "playground-key"
-browser = pytest.fixture(scope="module")(chromium)
+from pages import KEY, assert_drawn, confine, take, wait_for_take
 
 
 @pytest.fixture(scope="module")
-def proxied(tiny_checkpoint, tmp_path_factory):
+def proxied(keyed_playground, tmp_path_factory):
     """The server with an API key, behind nginx with the shipped site config: the proxy's address."""
-    srv = start_playground_server(tiny_checkpoint, tmp_path_factory.mktemp("proxied"), env={"HIGGS_API_KEY": KEY})
-    try:
-        with nginx_in_front([srv.port], tmp_path_factory.mktemp("nginx")) as url:
-            yield url
-    finally:
-        srv.stop()
+    with nginx_in_front([keyed_playground.port], tmp_path_factory.mktemp("nginx")) as url:
+        yield url
 
 
 @pytest.fixture

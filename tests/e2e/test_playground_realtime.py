@@ -8,10 +8,9 @@ import json
 
 import pytest
 
-from pages import INK, assert_drawn, chromium, playground_page, playground_server, take, wait_for_take
+from pages import INK, assert_drawn, playground_page, playground_server, take, wait_for_take
 
-server = pytest.fixture(scope="module")(playground_server)
-browser = pytest.fixture(scope="module")(chromium)
+server = pytest.fixture(playground_server)
 page = pytest.fixture(playground_page)
 
 PLAYING = "window.playground.realtime.player !== null && window.playground.realtime.player.playing"

@@ -13,7 +13,6 @@ from helpers import ROOT, decode_audio
 from pages import (
     SAMPLES,
     assert_drawn,
-    chromium,
     drawn_take_showing,
     playground_page,
     playground_server,
@@ -22,8 +21,7 @@ from pages import (
 )
 
 SCREENSHOT = os.environ.get("PLAYGROUND_SCREENSHOT")
-server = pytest.fixture(scope="module")(playground_server)
-browser = pytest.fixture(scope="module")(chromium)
+server = pytest.fixture(playground_server)
 page = pytest.fixture(playground_page)
 
 

@@ -10,10 +10,9 @@ import requests
 import soundfile as sf
 
 from helpers import EXAMPLES, write_voice
-from pages import SAMPLES, assert_drawn, chromium, playground_page, playground_server, wait_for_take
+from pages import SAMPLES, assert_drawn, playground_page, playground_server, wait_for_take
 
-server = pytest.fixture(scope="module")(playground_server)
-browser = pytest.fixture(scope="module")(chromium)
+server = pytest.fixture(playground_server)
 page = pytest.fixture(playground_page)
 
 
