@@ -22,6 +22,11 @@ class Codec:
         self.tokenizer = processor.audio_tokenizer
         self.device = device
         self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+        if device.type == "cuda":
+            # cuDNN's default TF32 convolutions move the codec's samples by ~1e-3 between window sizes, so streamed
+            # pieces would not join to the one-shot decode; the codec is the process's only cuDNN user (the model's
+            # matrix products are bf16), so float32 convolutions cost nothing elsewhere.
+            torch.backends.cudnn.allow_tf32 = False
         self.vocoder = Vocoder(self.decode_batch, batched=device.type == "cuda")
 
     def _on_stream(self):

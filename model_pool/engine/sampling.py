@@ -103,11 +103,12 @@ class BatchSampler:
         self.min_new = torch.zeros(slots, **long)
         self.max_new = torch.ones(slots, **long)
         self.prior = torch.zeros(slots, **long)  # prompt columns in the ring before step 0 (the RAS context)
-        # Noise is drawn `ahead` steps at a time into each slot's block (one op per row per block, outside the
-        # compiled step, which reads step t's noise from column (t - 1) % ahead): drawing [ahead, K, V] from a
-        # generator gives the same numbers as `ahead` draws of [K, V] on the CPU (tested), so the codes do not
-        # depend on the block size there.
+        # Noise is drawn `ahead` steps at a time into each slot's block, outside the compiled step, which reads step
+        # t's noise from column (t - 1) % ahead. On the CPU one draw of [ahead, K, V] gives the numbers of `ahead`
+        # draws of [K, V] (one op per row per block); on CUDA it would not (Philox assigns numbers by the tensor's
+        # size), so there the block is drawn one step at a time and the codes never depend on the block size.
         self.ahead = ahead
+        self._step_by_step = torch.device(device).type != "cpu"
         noise = (slots, ahead, num_codebooks, codebook_size)
         self.draws = torch.ones(noise, dtype=torch.float32, device=device)
         self.redraws = torch.ones(noise, dtype=torch.float32, device=device)
@@ -169,10 +170,14 @@ class BatchSampler:
             return
         if (step - 1) % self.ahead:
             return
-        if row.draw is not None:
-            self._blocks[0][slot].exponential_(1.0, generator=row.draw)
-        if row.redraw is not None:
-            self._blocks[1][slot].exponential_(1.0, generator=row.redraw)
+        for generator, block in ((row.draw, self._blocks[0][slot]), (row.redraw, self._blocks[1][slot])):
+            if generator is None:
+                continue
+            if not self._step_by_step:  # one op for the block: on the CPU the same numbers as step by step
+                block.exponential_(1.0, generator=generator)
+            else:  # CUDA's Philox numbers depend on the tensor's size: one [K, V] draw a step, as the reference
+                for column in block:
+                    column.exponential_(1.0, generator=generator)
 
     def commit(self, rows: torch.Tensor, selection: Selection) -> None:
         """Store the state `select` computed for `rows` (index tensor)."""
