@@ -38,8 +38,9 @@ system-deps:
 	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium nginx-light; }
 
+# Everything; then the slowest tests and fixtures (a server or browser start is a fixture's setup), for a slow run.
 test: $(VENV)/.installed system-deps
-	HF_HUB_OFFLINE=1 $(PY) -m pytest -q $(ARGS)
+	HF_HUB_OFFLINE=1 $(PY) -m pytest -q --durations=25 $(ARGS)
 
 # The inner loop: unit and API tests, no real servers, browsers or proxies (about 2 minutes).
 test-fast: $(VENV)/.installed

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -200,6 +201,13 @@ def test_the_readme_is_short_and_starts_with_the_two_commands():
     first_block = readme[readme.index("```bash\n") + 8:readme.index("```", readme.index("```bash\n") + 8)]
     assert [line.split("#")[0].strip() for line in first_block.splitlines()] == ["make run", "make test"]
     assert readme.count("<!-- SUITE-TIME -->") == 1
+
+
+def test_make_test_ends_with_the_slowest_tests_as_the_readme_says():
+    assert "`make test` runs everything and ends with the slowest tests" in (ROOT / "README.md").read_text()
+    dry = subprocess.run(["make", "-n", "test"], cwd=ROOT, capture_output=True, text=True, timeout=60).stdout
+    (pytest_line,) = [line for line in dry.splitlines() if " -m pytest " in line]
+    assert re.search(r" --durations=[1-9]\d* ", pytest_line), pytest_line
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
