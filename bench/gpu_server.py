@@ -28,7 +28,8 @@ def stream(url: str, frames: int) -> dict:
     """One /generate-stream: seconds to the first audio event and to the end, and the frames it carried."""
     import requests
 
-    body = {"text": TEXT, "scene_prompt": "", "temperature": 0, "ras_win_len": 0, "max_new_tokens": frames + 8}
+    body = {"text": TEXT, "scene_prompt": "", "temperature": 0, "ras_win_len": 0, "max_new_tokens": frames + 8,
+            "runaway_guard": False}  # the random model runs to max_new_tokens by design, past the text budget
     started = time.perf_counter()
     first, done = None, None
     with requests.post(f"{url}/generate-stream", json=body, stream=True, timeout=600) as r:

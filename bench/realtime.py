@@ -31,7 +31,7 @@ def _config(frames: int) -> dict:
     # Greedy without RAS, as the other rows: the random audio head never ends a stream, so every sentence makes
     # exactly `frames` frames.
     return {"type": "session.config", "instructions": "", "temperature": 0, "ras_win_len": 0,
-            "max_new_tokens": frames + 8, "response_format": "pcm", "stream_audio": True}
+            "max_new_tokens": frames + 8, "response_format": "pcm", "stream_audio": True, "runaway_guard": False}
 
 
 def session(url: str, frames: int) -> dict:
@@ -85,7 +85,8 @@ def _silence(arrivals: list[tuple[float, int]]) -> float:
 
 
 def alone_first_audio(url: str, frames: int) -> float:
-    body = {"text": SENTENCES[0], "scene_prompt": "", "temperature": 0, "ras_win_len": 0, "max_new_tokens": frames + 8}
+    body = {"text": SENTENCES[0], "scene_prompt": "", "temperature": 0, "ras_win_len": 0, "max_new_tokens": frames + 8,
+            "runaway_guard": False}
     started = time.perf_counter()
     with requests.post(f"{url}/generate-stream", json=body, stream=True, timeout=3600) as r:
         r.raise_for_status()
