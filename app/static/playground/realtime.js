@@ -74,6 +74,11 @@ export class Realtime {
         this.opening = null;
         this.open = false;
         this.configured = null; // the next connection is a new session: its first message must be a config
+        // and the server counts its utterances from 0 again (a session.close lets the last one finish first)
+        this.records.clear();
+        this.current = null;
+        this.utterance = 0;
+        this.live = 0;
         this.sent = $('rt_text').value;
         this.buttons();
         if (!wasOpen) {
