@@ -20,7 +20,7 @@ import torch
 from ..defaults import MAX_RAS_WINDOW
 from .geometry import CodeGeometry
 from .prefill import pack, prefill
-from .sampling import BatchSampler
+from .sampling import BatchSampler, Needs
 from .slot_cache import SlotCache, decode_step
 
 NOISE_AHEAD = 16  # decode steps of noise drawn at once per row (one op per row per block)
@@ -133,24 +133,29 @@ class ModelRunner:
         self.sampler.draw_noise(slot, random, step)
 
     # ---- one decode step -----------------------------------------------------------------------------------
-    def step(self, longest: int, highest_slot: int) -> Report:
-        """Launch one decode step for the decoding slots (`longest`: the most tokens any of them will hold)."""
+    def step(self, longest: int, highest_slot: int, params: list) -> Report:
+        """Launch one decode step for the decoding slots (`longest`: the most tokens any of them will hold; `params`:
+        their sampling parameters, which the eager step uses to skip work none of them needs)."""
         window = self.cache.window(longest)
         # Slots past the highest occupied one: eager runs none of them. The compiled graph runs every slot through
         # the linear layers (fixed shapes: a row's codes never depend on how many rows there are, and reading the
         # weights costs the same for 2 rows as for 64) but attends only up to the smallest slot bucket that holds
         # the highest occupied slot (an idle slot would cost its whole window's keys and values every step).
         used = next(b for b in self.slot_buckets if b > highest_slot) if self.compiled else highest_slot + 1
-        return self.transfer.start(self._step(self.codes, self.logits, window, self.cache.rows[:used]))
+        rows = self.cache.rows[:used]
+        if self.compiled:
+            return self.transfer.start(self._step(self.codes, self.logits, window, rows))
+        needs = Needs.of(params, self.geometry.codebook_size, self.sampler.R)
+        return self.transfer.start(self._step(self.codes, self.logits, window, rows, needs))
 
-    def _fused(self, codes: torch.Tensor, logits: torch.Tensor, window: torch.Tensor, rows: torch.Tensor
-               ) -> torch.Tensor:
+    def _fused(self, codes: torch.Tensor, logits: torch.Tensor, window: torch.Tensor, rows: torch.Tensor,
+               needs: Needs | None = None) -> torch.Tensor:
         """Select the codes from the last logits, feed them through the model, keep the new logits; the report.
         Attention runs over the first `rows.shape[0]` slots (a symbolic size when compiled); the rest runs over
         every slot when compiled, over those same slots when eager."""
         attend = rows.shape[0]
         slots = self.slots if self.compiled else attend
-        selection = self.sampler.advance(slots, logits[:slots])
+        selection = self.sampler.advance(slots, logits[:slots], needs)
         codes[:slots].copy_(selection.codes)
         new = decode_step(self.model, self.cache, codes, window, slots, attend)
         logits[:slots].copy_(new.view(slots, *logits.shape[1:]))

@@ -193,7 +193,8 @@ class BatchRunner:
 
     def _launch(self, rows: list[Row]) -> tuple[list[Row], Report] | None:
         try:
-            report = self.model_runner.step(max(r.length for r in rows) + 1, max(r.slot for r in rows))
+            report = self.model_runner.step(max(r.length for r in rows) + 1, max(r.slot for r in rows),
+                                            [r.params for r in rows])
         except Exception as exc:  # noqa: BLE001 - the batched step belongs to no single row
             log.exception("decode step failed on %s: failing its %d row(s)", self.name, len(rows))
             for row in rows:

@@ -50,6 +50,23 @@ class Selection:
 REPORT_EMIT, REPORT_FINISHED, REPORT_BAD = -3, -2, -1
 
 
+@dataclass(frozen=True)
+class Needs:
+    """What the rows of a step need of `select`, known from their parameters on the host (the eager step)."""
+
+    sampling: bool  # some row samples rather than takes the argmax
+    top_k: bool
+    top_p: bool
+    ras_span: int  # the longest RAS window (0: RAS off for every row)
+
+    @classmethod
+    def of(cls, params: list[SamplingParams], codebook_size: int, longest_window: int) -> Needs:
+        sampled = [p for p in params if p.temperature >= MIN_TEMPERATURE]
+        return cls(bool(sampled), any(p.top_k and p.top_k < codebook_size for p in sampled),
+                   any(p.top_p is not None and p.top_p < 1.0 for p in sampled),
+                   min(longest_window, max((p.ras_win_len or 0) for p in params)))
+
+
 @dataclass
 class RowRandom:
     """A row's own randomness and the audio its RAS window starts with, made when the request is submitted."""
@@ -186,12 +203,16 @@ class BatchSampler:
         self.step[rows] = selection.step
         self.end[rows] = selection.end
 
-    def advance(self, slots: int, logits: torch.Tensor) -> Selection:
+    def advance(self, slots: int, logits: torch.Tensor, needs: Needs | None = None) -> Selection:
         """One step for the first `slots` slots at once, a fixed-shape function of tensors (the compiled decode step
         runs it inside its graph): select every slot's codes, then store the state of the active ones (the others
-        compute codes nobody reads). RAS looks over the whole ring, masked to each row's own window."""
+        compute codes nobody reads). RAS looks over the whole ring, masked to each row's own window. `needs` (the
+        eager step) skips work no active row needs; a row's codes never depend on it."""
         rows = slice(0, slots)
-        selection = self.select(rows, logits, self.R)
+        if needs is None:
+            selection = self.select(rows, logits, self.R)
+        else:
+            selection = self.select(rows, logits, needs.ras_span, needs.top_k, needs.top_p, needs.sampling)
         active = self.active[rows]
         step = self.step[rows]
         ring = self._slots[rows], step % self.R
