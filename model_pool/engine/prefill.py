@@ -18,7 +18,6 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-
 INDEXES = ("ids", "positions", "slots", "piece", "offset", "text", "audio", "piece_slots", "starts", "last")
 
 
@@ -118,6 +117,6 @@ def prefill(model, cache, packed: Packed) -> torch.Tensor:
             out = F.scaled_dot_product_attention(padded, *kv, attn_mask=visible, scale=attn.scaling, enable_gqa=True)
         out = out.transpose(1, 2)[packed.piece, packed.offset]  # [T, heads, head_dim]
         hidden = hidden + attn.o_proj(out.reshape(out.shape[0], -1))
-        hidden = hidden + _split(hidden, packed, lambda h: layer.mlp(layer.post_attention_layernorm(h)),
-                                 lambda h: layer.audio_mlp(layer.audio_post_attention_layernorm(h)))
+        hidden = hidden + _split(hidden, packed, lambda h, layer=layer: layer.mlp(layer.post_attention_layernorm(h)),
+                                 lambda h, layer=layer: layer.audio_mlp(layer.audio_post_attention_layernorm(h)))
     return model.audio_lm_head(inner.norm(hidden.index_select(0, packed.last)))

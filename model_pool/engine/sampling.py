@@ -277,7 +277,6 @@ class BatchSampler:
 
     def _sampled(self, rows, x, greedy_codes, noise, use_top_k: bool, use_top_p: bool, bad) -> torch.Tensor:
         """Temperature, top-k, top-p, then argmax(p / q); greedy rows keep their argmax. Marks non-finite rows."""
-        K = self.K
         scores = x / self.temperature[rows].view(-1, 1, 1)
         if use_top_k:  # exactly k codes: the best, ties to the lowest code (as argmax), so top-k = 1 is greedy
             order = scores.sort(dim=-1, descending=True, stable=True).indices

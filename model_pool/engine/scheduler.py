@@ -14,7 +14,6 @@ import threading
 from collections import deque
 from dataclasses import dataclass, field
 
-
 # With no row decoding, one prefill forward may take this many times the per-iteration token budget: the prompts
 # that arrive together are prefilled together (a bound on the forward's memory, not on anyone's wait).
 IDLE_BUDGET_FACTOR = 8
