@@ -153,6 +153,17 @@ def launch_server(checkpoint: Path, log_dir: Path, *extra: str, env: dict | None
     return Server(f"http://127.0.0.1:{port}", port, proc, log_dir, workers)
 
 
+@contextmanager
+def ready_together(launched: dict[str, Server]):
+    """Servers launched one after another (they load side by side), each waited for; stopped without waiting at
+    the end (a module fixture's `with ready_together({...}) as servers: yield servers`)."""
+    try:
+        yield {name: server.wait_ready() for name, server in launched.items()}
+    finally:
+        for server in launched.values():
+            server.stop(wait=False)
+
+
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 
 

@@ -10,7 +10,7 @@ import time
 import pytest
 import requests
 
-from harness import get_json, launch_server, wait_until
+from harness import get_json, launch_server, ready_together, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -19,11 +19,8 @@ def servers(tiny_checkpoint, tmp_path_factory):
     launched = {"defaults": launch_server(tiny_checkpoint, tmp_path_factory.mktemp("defaults")),
                 "impatient": launch_server(tiny_checkpoint, tmp_path_factory.mktemp("impatient"),
                                            "--client-timeout", "1", "--max-new-tokens", "4096")}
-    try:
-        yield {name: server.wait_ready() for name, server in launched.items()}
-    finally:
-        for server in launched.values():
-            server.stop(wait=False)
+    with ready_together(launched) as servers:
+        yield servers
 
 
 @pytest.fixture(scope="module")

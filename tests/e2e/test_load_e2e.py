@@ -14,7 +14,7 @@ import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from harness import get_json, launch_server, sse_events, wait_until
+from harness import get_json, launch_server, ready_together, sse_events, wait_until
 
 
 @pytest.fixture(scope="module")
@@ -25,11 +25,8 @@ def servers(tiny_checkpoint, tmp_path_factory):
                 "multi": launch_server(tiny_checkpoint, tmp_path_factory.mktemp("multi"), "--workers", "2",
                                        "--threads", "32", "--max-queue", "30", "--max-new-tokens", "1500",
                                        "--queue-timeout", "60")}
-    try:
-        yield {name: server.wait_ready() for name, server in launched.items()}
-    finally:
-        for server in launched.values():
-            server.stop(wait=False)
+    with ready_together(launched) as servers:
+        yield servers
 
 
 @pytest.fixture(scope="module")
