@@ -7,6 +7,7 @@ N GPUs there are N workers, worker i owning cuda:i (app/workers.py).
 """
 
 import os
+import signal
 
 from app.settings import Settings
 from app.workers import count_gpus, layout, wants_every_gpu
@@ -62,6 +63,21 @@ def post_fork(server, worker):
     if device:
         os.environ["HIGGS_DEVICE"] = device  # read by the app, which each worker creates after the fork
         server.log.info("worker %s owns %s", worker.pid, device)
+
+
+def post_worker_init(worker):
+    """A graceful stop (SIGTERM) also tells the service it is draining: realtime sessions then close (1001) once
+    they have nothing left to say, instead of holding the worker until their idle timeout (gunicorn waits up to
+    graceful_timeout for open connections). Generations in flight still finish."""
+    handle_exit = worker.handle_exit
+
+    def on_term(sig, frame):
+        runtime = getattr(getattr(worker, "wsgi", None), "extensions", {}).get("higgs")
+        if runtime is not None:
+            runtime.service.draining.set()
+        handle_exit(sig, frame)
+
+    signal.signal(signal.SIGTERM, on_term)
 
 
 def worker_int(worker):

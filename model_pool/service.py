@@ -147,6 +147,9 @@ class TTSService:
         self._live: dict[int, Generation] = {}  # handles not yet ended (abort, shutdown)
         self._live_lock = threading.Condition()
         self._stopping = False
+        # A graceful stop began (SIGTERM): generations in flight finish, and realtime sessions close as soon as
+        # they have nothing left to say instead of holding the worker until their idle timeout.
+        self.draining = threading.Event()
 
     def prepare(self, request: GenerationRequest, request_id: str = "-") -> PreparedJob:
         sampling, name = request.sampling, request.name

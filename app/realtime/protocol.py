@@ -44,7 +44,7 @@ from ..serving.speaker import resolve_speaker
 from ..serving.speech import check_model
 
 CLIENT_TYPES = ("session.config", "input.text", "input.done", "input.cancel", "session.close")
-CLOSE_NORMAL, CLOSE_POLICY, CLOSE_TOO_BIG, CLOSE_TRY_AGAIN = 1000, 1008, 1009, 1013
+CLOSE_NORMAL, CLOSE_GOING_AWAY, CLOSE_POLICY, CLOSE_TOO_BIG, CLOSE_TRY_AGAIN = 1000, 1001, 1008, 1009, 1013
 CHANNELS = 1
 # Our generation fields under the names a session client sends them: errors name the field the client knows.
 SESSION_NAMES = {"ref_audio": "voice", "scene_prompt": "instructions", "voice_description": "instructions"}

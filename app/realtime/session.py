@@ -36,6 +36,7 @@ from ..serving.encoder import StreamEncoder
 from ..serving.voices import voice_hint
 from .protocol import (
     CHANNELS,
+    CLOSE_GOING_AWAY,
     CLOSE_NORMAL,
     CLOSE_TOO_BIG,
     ProtocolError,
@@ -46,6 +47,8 @@ from .protocol import (
     parse,
 )
 from .websocket import ConnectionClosed
+
+DRAIN_TICK_S = 1.0  # how often an idle session looks whether the server began a graceful stop
 
 log = logging.getLogger("higgs.realtime")
 
@@ -105,16 +108,25 @@ class RealtimeSession:
     # ---- the receiving side (the connection's thread) -------------------------------------------------
     def run(self) -> None:
         self.speaker.start()
+        tick = min(self.limits.idle_timeout, DRAIN_TICK_S)
+        heard = time.monotonic()
         try:
             while not self.closed:
-                raw = self.ws.receive(timeout=self.limits.idle_timeout)
+                raw = self.ws.receive(timeout=tick)
                 if raw is None:
                     if self._busy():
-                        continue  # the client listens while we speak: not idle
+                        heard = time.monotonic()  # the client listens while we speak: not idle
+                        continue
+                    if self.service.draining.is_set():  # the server is stopping and nothing is left to say
+                        self.ws.close(CLOSE_GOING_AWAY, "the server is stopping")
+                        break
+                    if time.monotonic() - heard < self.limits.idle_timeout:
+                        continue
                     self._send(event("error", message=f"no message for {self.limits.idle_timeout:g}s: closing the "
                                                       "idle session", field=None))
                     self.ws.close(1000, "idle timeout")
                     break
+                heard = time.monotonic()
                 try:
                     if not self._handle(parse(raw, self.limits.max_message_bytes)):
                         break

@@ -571,3 +571,22 @@ def test_split_granularity_initial_chunk_and_speed(server):
             assert len(ws.recv(timeout=60)) == frames * 960 * 2
     normal, fast = (len(pcm_of(server, "Hello world.", seed=8, speed=speed)) for speed in (1.0, 2.0))
     assert abs(fast / normal - 0.5) < 0.05  # tempo, pitch kept (as over HTTP)
+
+
+def test_a_graceful_stop_closes_an_idle_session_with_1001_and_the_server_exits(tiny_checkpoint, tmp_path):
+    """SIGTERM (systemctl stop) must not wait for an idle session's 120 s idle timeout: the session is closed as
+    going away once it has nothing left to say, and the server exits."""
+    srv = start_server(tiny_checkpoint, tmp_path, "--max-new-tokens", "400")
+    try:
+        with connect(ws_url(srv)) as ws:
+            ws.send(config())
+            ws.send(text("Before the stop. "))
+            ws.send(DONE)
+            until(ws, "session.done")
+            srv.proc.terminate()  # gunicorn's graceful stop
+            with pytest.raises(ConnectionClosed) as closed:
+                ws.recv(timeout=30)
+            assert closed.value.rcvd.code == 1001
+        srv.proc.wait(timeout=30)
+    finally:
+        srv.stop()
