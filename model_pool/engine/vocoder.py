@@ -41,7 +41,6 @@ class Vocoder:
         self._decode_batch = decode_batch  # [streams, n, codebooks] -> one sample array per stream
         self.batched = batched
         self.name = name
-        self.calls = 0  # codec calls made (tests, diagnostics)
         self._pending: list[_Request] = []
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
@@ -50,7 +49,6 @@ class Vocoder:
         if frames.shape[0] == 0:
             return np.zeros(0, dtype=np.float32)
         if not self.batched:
-            self.calls += 1
             return self._decode_batch(frames.unsqueeze(0))[0]
         request = _Request(frames)
         with self._cond:
@@ -78,7 +76,6 @@ class Vocoder:
 
     def _run(self, requests: list[_Request]) -> None:
         try:
-            self.calls += 1
             for request, audio in zip(requests, self._decode_batch(torch.stack([r.frames for r in requests]))):
                 request.audio = audio
         except Exception as exc:  # noqa: BLE001 - pinned on its stream below
